@@ -1,0 +1,112 @@
+"""The event types of the log: frozen msgspec Structs in one tagged union.
+
+Every type carries its own schema version (`SCHEMA_VERSIONS`): when a field is
+added or renamed, the version goes up and the reader upcasts older payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from events.snapshot import OrderSnapshot
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every event; the tag is the class name."""
+
+
+class OrderPlaced(_Event, frozen=True, kw_only=True):
+    """The first confirmed sighting of an order, with its complete snapshot."""
+
+    snapshot: OrderSnapshot
+    content_hash: str
+
+
+class OrderChanged(_Event, frozen=True, kw_only=True):
+    """A later snapshot of the order whose content differs from the last one."""
+
+    snapshot: OrderSnapshot
+    content_hash: str
+
+
+class DealRequested(_Event, frozen=True, kw_only=True):
+    """Written before the create call: the deal we are about to send."""
+
+    marker: str
+    deal: dict[str, Any]
+    # Position of the snapshot event the deal was built from.
+    source_position: int
+
+
+class DealCreated(_Event, frozen=True, kw_only=True):
+    """The CRM accepted the deal and answered with its id."""
+
+    marker: str
+    deal_id: int
+    status: int
+
+
+class DealCreateFailed(_Event, frozen=True, kw_only=True):
+    """The CRM, or our own mapping, refused the deal; the order is parked.
+
+    `status` is the HTTP status (0 when the request never got an answer or
+    the mapping failed before sending).
+    """
+
+    marker: str
+    status: int
+    error: str
+    retryable: bool
+
+
+class CatalogueLinked(_Event, frozen=True, kw_only=True):
+    """An article now links to a CRM catalogue item (None: no item has it)."""
+
+    article: str
+    material_id: int | None
+    title: str | None = None
+
+
+Event = (
+    OrderPlaced
+    | OrderChanged
+    | DealRequested
+    | DealCreated
+    | DealCreateFailed
+    | CatalogueLinked
+)
+
+SCHEMA_VERSIONS: dict[str, int] = {
+    "OrderPlaced": 1,
+    "OrderChanged": 1,
+    "DealRequested": 1,
+    "DealCreated": 1,
+    "DealCreateFailed": 1,
+    "CatalogueLinked": 1,
+}
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def event_type(event: Event) -> str:
+    return type(event).__name__
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes) -> Event:
+    return _decoder.decode(payload)
+
+
+def order_stream(site: str, order_id: int) -> str:
+    """The stream of one order, which is also the marker its deal carries."""
+    return f"{site}:{order_id}"
+
+
+def article_stream(article: str) -> str:
+    return f"article:{article}"
