@@ -1,0 +1,65 @@
+"""What the log says about one order: its latest snapshot and its deal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from events.snapshot import OrderSnapshot
+from events.store import RecordedEvent
+from events.types import (
+    DealCreated,
+    DealCreateFailed,
+    DealRequested,
+    OrderChanged,
+    OrderPlaced,
+)
+
+
+@dataclass
+class OrderState:
+    """One order stream folded: enough to decide create, wait or nothing."""
+
+    stream: str
+    version: int = 0
+    snapshot: OrderSnapshot | None = None
+    snapshot_position: int = 0
+    deal_id: int | None = None
+    # The last deal body sent (or about to be), and whether it got an answer.
+    requested: dict[str, Any] | None = None
+    unanswered_request: bool = False
+    failure: DealCreateFailed | None = None
+
+    @property
+    def parked(self) -> bool:
+        """Refused for good until the order, the settings or the CRM changes."""
+        return (
+            self.deal_id is None
+            and self.failure is not None
+            and not self.failure.retryable
+        )
+
+
+def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
+    """Replay an order stream's events, oldest first, into its state."""
+    state = OrderState(stream=stream)
+    for record in records:
+        state.version = record.version
+        match record.event:
+            case OrderPlaced(snapshot=snapshot) | OrderChanged(snapshot=snapshot):
+                state.snapshot = snapshot
+                state.snapshot_position = record.position
+            case DealRequested(deal=deal):
+                state.requested = deal
+                state.unanswered_request = True
+                state.failure = None
+            case DealCreated(deal_id=deal_id):
+                state.deal_id = deal_id
+                state.unanswered_request = False
+                state.failure = None
+            case DealCreateFailed() as failure:
+                state.failure = failure
+                # A refusal is an answer; a lost answer is not.
+                if 0 < failure.status < 500 and failure.status != 429:
+                    state.unanswered_request = False
+    return state
