@@ -43,6 +43,10 @@ class CrmSettings(_Section, frozen=True, kw_only=True):
     token: str
     timeout: float = 30.0
 
+    def __repr__(self) -> str:
+        # The token must never reach a log line or a traceback.
+        return f"CrmSettings(base_url={self.base_url!r}, token='***')"
+
 
 class CaptureSettings(_Section, frozen=True, kw_only=True):
     poll_interval: float = 30.0

@@ -1,0 +1,138 @@
+"""Loading settings.toml: expansion from the environment and validation."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import SettingsError
+from daemon.settings import load_settings, parse_sync_from
+
+REPO = Path(__file__).resolve().parent.parent
+
+MINIMAL = """
+[crm]
+token = "${TOKEN}"
+
+[deals.custom_fields]
+marker = "field_1"
+
+[[sites]]
+name = "site_a"
+database = "DATABASE"
+source_id = 1
+responsible_id = 2
+sync_from = "all"
+"""
+
+
+def write(
+    tmp_path: Path, text: str, database: str = "mysql://r:pw@db:3307/shop"
+) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(text.replace("DATABASE", database), encoding="utf-8")
+    return path
+
+
+def test_the_shipped_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """settings.toml in the repository is complete and valid."""
+    environ = {"KEEPINCRM_TOKEN": "t0ken", "OCSYNC_DEMO_DB_PASSWORD": "secret"}
+
+    settings = load_settings(REPO / "settings.toml", environ)
+
+    assert [site.name for site in settings.sites] == ["site_a", "site_b"]
+    assert settings.crm.token == "t0ken"
+    assert settings.databases["site_b"].database == "ocsync_demo_site_b"
+
+
+def test_a_password_may_hold_any_character(tmp_path: Path) -> None:
+    """An expanded password keeps @, :, / and % as they are."""
+    path = write(tmp_path, MINIMAL, "mysql://reader:${PW}@127.0.0.1:3306/shop")
+
+    settings = load_settings(path, {"TOKEN": "t", "PW": "p@ss:w/rd%41"})
+
+    database = settings.databases["site_a"]
+    assert (database.user, database.password) == ("reader", "p@ss:w/rd%41")
+    assert (database.host, database.port, database.database) == (
+        "127.0.0.1",
+        3306,
+        "shop",
+    )
+
+
+def test_percent_encoding_in_the_file_still_works(tmp_path: Path) -> None:
+    """A literal password written percent-encoded is decoded."""
+    path = write(tmp_path, MINIMAL, "mysql://reader:p%40ss@db/shop")
+
+    settings = load_settings(path, {"TOKEN": "t"})
+
+    assert settings.databases["site_a"].password == "p@ss"
+    assert settings.databases["site_a"].port == 3306
+
+
+def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
+    """Neither the token nor a password shows in the settings' repr."""
+    path = write(tmp_path, MINIMAL, "mysql://reader:${PW}@db/shop")
+
+    settings = load_settings(path, {"TOKEN": "tok-123456", "PW": "pw-987654"})
+
+    assert "tok-123456" not in repr(settings)
+    assert "pw-987654" not in repr(settings)
+
+
+def test_a_missing_variable_is_named(tmp_path: Path) -> None:
+    """An unset ${NAME} stops loading with the key and the variable named."""
+    with pytest.raises(SettingsError, match=r"crm\.token: environment variable TOKEN"):
+        load_settings(write(tmp_path, MINIMAL), {})
+
+
+def test_an_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    """A typo in a key is an error naming it, never silently ignored."""
+    text = MINIMAL.replace("source_id = 1", "source_id = 1\nsource = 3")
+
+    with pytest.raises(SettingsError, match=r"sites\[0\].*source"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_a_wrong_type_names_the_key(tmp_path: Path) -> None:
+    """source_id must be a number; the message says where."""
+    text = MINIMAL.replace("source_id = 1", 'source_id = "one"')
+
+    with pytest.raises(SettingsError, match=r"sites\[0\]\.source_id"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_table_prefix_must_be_an_identifier(tmp_path: Path) -> None:
+    """A prefix goes into SQL: anything but an identifier is refused."""
+    text = MINIMAL.replace("source_id = 1", 'source_id = 1\ntable_prefix = "oc-; x"')
+
+    with pytest.raises(SettingsError, match="table_prefix"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_sync_from_is_required(tmp_path: Path) -> None:
+    """Going live without saying where to start is refused."""
+    text = MINIMAL.replace('sync_from = "all"', "")
+
+    with pytest.raises(SettingsError, match="sync_from"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_an_unknown_article_field_is_refused(tmp_path: Path) -> None:
+    """article_fields may only name product codes OpenCart has."""
+    text = MINIMAL.replace(
+        "[deals.custom_fields]",
+        '[deals]\narticle_fields = ["code"]\n\n[deals.custom_fields]',
+    )
+
+    with pytest.raises(SettingsError, match=r"deals\.article_fields: 'code'"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("all", None), (17, 17), ("2026-12-01", dt.date(2026, 12, 1))],
+)
+def test_sync_from_forms(value: int | str, expected: object) -> None:
+    """sync_from is "all", an order id or a date."""
+    assert parse_sync_from(value) == expected
