@@ -1,0 +1,420 @@
+"""Async client of the KeepinCRM REST API: deals, clients and the catalogue.
+
+One call is one HTTP request, and the client never retries: every call goes
+through `KeepinCRMClient._request`, the one place where retries and the
+account-wide rate limiter are to wrap it. Failures come out as `errors.KeepinCRMError`
+subclasses, with aiohttp's own exceptions kept as their cause.
+
+Choices the API notes grade only *schema* or *guess* each live in one named
+constant or function below, so that checking them against a live account and
+fixing them is a one-line change.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import aiohttp
+import msgspec
+import structlog
+
+from projections.keepincrm.errors import (
+    KeepinCRMError,
+    NotFound,
+    PaymentRequired,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnexpectedAnswer,
+    ValidationFailed,
+)
+
+JSONObject = dict[str, Any]
+QueryParams = list[tuple[str, str]]
+
+DEFAULT_BASE_URL: Final = "https://api.keepincrm.com/v1"
+
+# seen (KeepinCRM's own OpenCart module): both go in the query string of the
+# create call, not in its body. `ignore_price_list` keeps the line prices we
+# send instead of the CRM's price list; `products_total_as_total=false` keeps
+# the total we send instead of the sum of the lines.
+CREATE_DEAL_QUERY: Final[Mapping[str, str]] = {
+    "ignore_price_list": "true",
+    "products_total_as_total": "false",
+}
+
+# guess: lists answer 25 items a page; whether `per_page` is honoured is
+# unconfirmed, so no size is asked. Paging follows `pagination.total_pages`,
+# whatever the size. To ask one: ("per_page", "100").
+PAGE_SIZE_PARAM: Final[tuple[str, str] | None] = None
+
+# seen: `q[trigram_idx_cont]` finds clients by a phone (or part of one).
+CLIENT_PHONE_FILTER: Final = "trigram_idx_cont"
+
+_LOG = structlog.get_logger("ocsync.keepincrm")
+
+# Money leaves as JSON numbers, exactly as the Decimal holds it.
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+def custom_field_filter(field: str, value: str) -> tuple[str, str]:
+    """The query parameter that selects deals whose custom field `field` is `value`.
+
+    seen: the Ransack filter `q[custom_fields_jcont][<key>]`. guess: which of the
+    three spellings of a custom field's name it takes (`field_<id>`, the machine
+    key `<slug>_<id>` that reads return, or the title); `field` is passed as
+    configured, so the spelling is the caller's setting.
+    """
+    return (f"q[custom_fields_jcont][{field}]", value)
+
+
+def nested_line_changes(
+    *,
+    changed: Mapping[int, Mapping[str, Any]] | None = None,
+    removed: Iterable[int] = (),
+    added: Iterable[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """`jobs_attributes` for a PATCH that changes a deal's lines by their ids.
+
+    schema: Rails nested attributes, never seen run live. An item with `id`
+    changes that line, `id` with `_destroy` removes it, and one without `id`
+    adds a line. Re-sending lines without their ids duplicates them.
+    """
+    return [
+        *({**fields, "id": line_id} for line_id, fields in (changed or {}).items()),
+        *({"id": line_id, "_destroy": True} for line_id in removed),
+        *(dict(line) for line in added),
+    ]
+
+
+def ransack_params(filters: Mapping[str, Any]) -> QueryParams:
+    """Spell keyword filters as Ransack query parameters.
+
+    `title_eq="№ 1"` becomes `q[title_eq]=№ 1`; a mapping value nests one level
+    (`custom_fields_jcont={"field_7": "1"}`), a list repeats (`q[id_in][]=`).
+    """
+    params: QueryParams = []
+    for predicate, value in filters.items():
+        key = f"q[{predicate}]"
+        if isinstance(value, Mapping):
+            params.extend(
+                (f"{key}[{sub}]", _query_value(v)) for sub, v in value.items()
+            )
+        elif isinstance(value, list | tuple):
+            params.extend((f"{key}[]", _query_value(v)) for v in value)
+        else:
+            params.append((key, _query_value(value)))
+    return params
+
+
+class KeepinCRMClient:
+    """A connection to one KeepinCRM account.
+
+    Use it as an async context manager. A `session` passed in stays open when
+    the client closes (its owner closes it); otherwise the client makes its own.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "X-Auth-Token": token,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        # The token stays out of reprs, and so out of tracebacks and logs.
+        return f"KeepinCRMClient(base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        self._open_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client's own session; a closed client cannot be reopened."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def create_deal(self, deal: Mapping[str, Any]) -> int:
+        """Create a deal and return the id the CRM gave it."""
+        answer = await self._request(
+            "POST", "/agreements", params=list(CREATE_DEAL_QUERY.items()), body=deal
+        )
+        deal_id = _expect_object(answer, "POST /agreements").get("id")
+        if not isinstance(deal_id, int):
+            raise UnexpectedAnswer(
+                f"POST /agreements: the answer has no deal id: {answer!r:.200}",
+                status=201,
+            )
+        return deal_id
+
+    async def get_deal(self, deal_id: int) -> JSONObject:
+        """Read one deal in the CRM's read shape (`jobs`, `client`, ...)."""
+        path = f"/agreements/{deal_id}"
+        return _expect_object(await self._request("GET", path), f"GET {path}")
+
+    async def list_deals(self, **filters: Any) -> AsyncIterator[JSONObject]:
+        """Every deal matching the Ransack `filters` (`title_eq=...`), page by page."""
+        async for deal in self._pages("/agreements", ransack_params(filters)):
+            yield deal
+
+    async def find_deals_by_custom_field(
+        self, field: str, value: str
+    ) -> list[JSONObject]:
+        """The deals whose custom field `field` holds `value`."""
+        params = [custom_field_filter(field, value)]
+        return [deal async for deal in self._pages("/agreements", params)]
+
+    async def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> None:
+        """Change a deal's fields; lines change only by their `id` (see the notes)."""
+        await self._request("PATCH", f"/agreements/{deal_id}", body=fields)
+
+    async def list_materials(self, **filters: Any) -> AsyncIterator[JSONObject]:
+        """Every catalogue item ("material") matching the Ransack `filters`."""
+        async for material in self._pages("/materials", ransack_params(filters)):
+            yield material
+
+    async def find_clients_by_phone(self, phone: str) -> list[JSONObject]:
+        """The clients one of whose phones contains `phone`."""
+        params = ransack_params({CLIENT_PHONE_FILTER: phone})
+        return [client async for client in self._pages("/clients", params)]
+
+    async def ping(self) -> None:
+        """Check the address and the key: raises unless the CRM answers a list."""
+        await self._request("GET", "/agreements", params=[("page", "1")])
+
+    async def _pages(self, path: str, params: QueryParams) -> AsyncIterator[JSONObject]:
+        """Walk a paginated list until its last page."""
+        page = 1
+        while True:
+            query = [*params, ("page", str(page))]
+            if PAGE_SIZE_PARAM is not None:
+                query.append(PAGE_SIZE_PARAM)
+            answer = _expect_object(
+                await self._request("GET", path, params=query), f"GET {path}"
+            )
+
+            items = answer.get("items")
+            if not isinstance(items, list):
+                raise UnexpectedAnswer(f"GET {path}: the answer has no items list")
+            for item in items:
+                yield item
+
+            # A missing or odd pagination block means a single page.
+            pagination = answer.get("pagination")
+            total_pages = (
+                pagination.get("total_pages") if isinstance(pagination, dict) else None
+            )
+            if not items or not isinstance(total_pages, int) or page >= total_pages:
+                return
+            page += 1
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParams | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON answer (None when empty).
+
+        Every call passes through here and nowhere else, so retries and the
+        account-wide rate limiter can wrap this one method.
+        """
+        session = self._open_session()
+        where = f"{method} {path}"
+        data = _ENCODER.encode(body) if body is not None else None
+        started = time.monotonic()
+
+        try:
+            async with session.request(
+                method,
+                f"{self._base_url}{path}",
+                params=params,
+                data=data,
+                headers=self._headers,
+                timeout=self._timeout,
+                # The API does not redirect; following one would carry the
+                # token to wherever it points.
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                headers = response.headers
+                payload = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            _LOG.debug(
+                "keepincrm call failed",
+                method=method,
+                path=path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise _transport_error(where, exc, self._timeout.total) from exc
+
+        _LOG.debug(
+            "keepincrm call",
+            method=method,
+            path=path,
+            status=status,
+            elapsed_ms=round((time.monotonic() - started) * 1000),
+        )
+        if not 200 <= status < 300:
+            raise _answer_error(where, status, headers.get("Retry-After"), payload)
+        if not payload.strip():
+            return None
+        try:
+            return msgspec.json.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise UnexpectedAnswer(
+                f"{where}: {status} with a body that is not JSON: {payload[:200]!r}",
+                status=status,
+            ) from exc
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this KeepinCRMClient is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+
+def _transport_error(
+    where: str, exc: Exception, timeout: float | None
+) -> TransportError:
+    """Translate an aiohttp failure, saying whether the CRM may have the request."""
+    # The connection never opened, so the CRM cannot have seen the request.
+    if isinstance(
+        exc,
+        aiohttp.ClientConnectorError
+        | aiohttp.ConnectionTimeoutError
+        | aiohttp.InvalidURL,
+    ):
+        return TransportError(f"{where}: could not connect: {exc}", request_sent=False)
+    if isinstance(exc, TimeoutError):
+        return TransportError(
+            f"{where}: no answer within {timeout}s", request_sent=True
+        )
+    return TransportError(
+        f"{where}: connection lost: {type(exc).__name__}: {exc}", request_sent=True
+    )
+
+
+def _answer_error(
+    where: str, status: int, retry_after: str | None, payload: bytes
+) -> KeepinCRMError:
+    """The error for an answer whose status is not 2xx."""
+    if status in (401, 403):
+        return Unauthorized(
+            f"{where}: {status} the CRM refused the API key", status=status
+        )
+    if status == 402:
+        return PaymentRequired(
+            f"{where}: 402 the account is on KeepinCRM's free plan, which has no API",
+            status=status,
+        )
+    if status == 404:
+        return NotFound(f"{where}: 404 not found", status=status)
+    if status == 429:
+        return RateLimited(
+            f"{where}: 429 too many requests",
+            status=status,
+            retry_after=_seconds_to_wait(retry_after),
+        )
+
+    detail = _refusal_detail(payload)
+    if status in (400, 422) and detail is not None:
+        message, errors = detail
+        return ValidationFailed(message, status=status, errors=errors)
+    if status == 422:
+        return ValidationFailed(f"{where}: refused without detail", status=status)
+    if status == 400 or status >= 500:
+        return ServerError(
+            f"{where}: {status} {_excerpt(payload)}".rstrip(), status=status
+        )
+    return UnexpectedAnswer(
+        f"{where}: unexpected {status} {_excerpt(payload)}", status=status
+    )
+
+
+def _refusal_detail(payload: bytes) -> tuple[str, Any] | None:
+    """The message and `errors` of a refusal, or None when the body says nothing."""
+    try:
+        body = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(body, list) and body:
+        return ("refused", body)
+    if not isinstance(body, dict):
+        return None
+
+    errors = body.get("errors")
+    message = body.get("message") or body.get("error")
+    if not errors and not message:
+        return None
+    return (
+        str(message or "refused"),
+        errors if isinstance(errors, dict | list) else None,
+    )
+
+
+def _seconds_to_wait(retry_after: str | None) -> float | None:
+    """Read Retry-After, given either as seconds or as an HTTP date."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        moment = parsedate_to_datetime(retry_after)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _expect_object(answer: Any, where: str) -> JSONObject:
+    if not isinstance(answer, dict):
+        raise UnexpectedAnswer(f"{where}: expected a JSON object, got {answer!r:.200}")
+    return answer
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _excerpt(payload: bytes) -> str:
+    return payload[:200].decode("utf-8", errors="replace").strip()

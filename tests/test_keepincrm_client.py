@@ -1,0 +1,450 @@
+"""The KeepinCRM client against the sandbox, served for real on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from projections.keepincrm import (
+    KeepinCRMClient,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+    serve_sandbox,
+)
+from projections.keepincrm.client import nested_line_changes
+from projections.keepincrm.sandbox import UnknownArticle, create_sandbox_app
+
+TOKEN = "sandbox-secret-7f3a"
+
+CATALOGUE = [
+    # The catalogue's own price differs from the one the shop sends.
+    {"sku": "CUP-1", "title": "Чашка", "price": 450},
+    {"sku": "SAUCER-1", "title": "Блюдце", "price": 250},
+]
+
+
+@dataclass
+class Sandbox:
+    """A sandbox being served, with the file it keeps."""
+
+    url: str
+    store_path: Path
+    requests: list[str]
+
+    def client(self, token: str = TOKEN) -> KeepinCRMClient:
+        return KeepinCRMClient(self.url, token, timeout=5)
+
+
+OpenSandbox = Callable[..., Awaitable[Sandbox]]
+
+
+@pytest.fixture
+async def open_sandbox(tmp_path: Path) -> AsyncIterator[OpenSandbox]:
+    """Serve sandboxes on loopback; each is closed after the test."""
+    servers: list[TestServer] = []
+
+    async def open_one(
+        catalogue: list[dict[str, Any]] = CATALOGUE,
+        unknown_article: UnknownArticle = "create",
+    ) -> Sandbox:
+        index = len(servers)
+        catalogue_path = tmp_path / f"catalogue-{index}.json"
+        catalogue_path.write_text(json.dumps(catalogue, ensure_ascii=False))
+        store_path = tmp_path / f"sandbox-{index}.sqlite3"
+        app = create_sandbox_app(store_path, TOKEN, catalogue_path, unknown_article)
+
+        # A middleware added before start, as fault injection will be.
+        requests: list[str] = []
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            requests.append(request.path_qs)
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app.middlewares.append(record)
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return Sandbox(str(server.make_url("/v1")), store_path, requests)
+
+    yield open_one
+    for server in servers:
+        await server.close()
+
+
+def order_deal(number: str = "1234", **changes: Any) -> dict[str, Any]:
+    """A deal as ocsync sends it for one OpenCart order."""
+    deal: dict[str, Any] = {
+        "title": f"№ {number}",
+        "comment": "Нова Пошта, Київ, відділення 12",
+        "total": Decimal("1300.00"),
+        "currency": "UAH",
+        "source_id": 3,
+        "main_responsible_id": 7,
+        "stage_id": 11,
+        "client_attributes": {
+            "person": "Олена Коваль",
+            "phones": ["+380671234567"],
+            "email": "olena@example.com",
+            "lead": False,
+        },
+        "jobs_attributes": [
+            {
+                "amount": 2,
+                "title": "Чашка",
+                "comment": "Колір: синій",
+                "product_attributes": {
+                    "sku": "CUP-1",
+                    "title": "Чашка",
+                    "price": Decimal("500.00"),
+                    "currency": "UAH",
+                },
+            },
+            {
+                "amount": 1,
+                "title": "Блюдце",
+                "product_attributes": {"sku": "SAUCER-1", "price": 250},
+            },
+        ],
+        "custom_fields": [{"name": "field_12", "value": number}],
+    }
+    deal.update(changes)
+    return deal
+
+
+async def test_created_deal_reads_back_with_lines_client_and_fields(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """A created deal reads back with its lines, its client and its custom fields."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal("1234"))
+        deal = await crm.get_deal(deal_id)
+
+    assert deal["id"] == deal_id
+    assert deal["title"] == "№ 1234"
+    assert deal["source"]["id"] == 3
+    assert deal["main_responsible"] == {"id": 7}
+    assert deal["stage"]["id"] == 11
+    assert [(j["sku"], j["amount"], j["price"]) for j in deal["jobs"]] == [
+        ("CUP-1", 2, 500),
+        ("SAUCER-1", 1, 250),
+    ]
+    assert all(isinstance(job["id"], int) for job in deal["jobs"])
+    assert deal["jobs"][0]["comment"] == "Колір: синій"
+    assert deal["client"]["person"] == "Олена Коваль"
+    assert deal["client"]["phones"] == ["+380671234567"]
+    assert deal["custom_fields_detailed"] == [{"name": "field_12", "value": "1234"}]
+
+
+async def test_create_keeps_the_prices_and_total_sent(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """The create call's query keeps our line prices and our total, not the CRM's."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal = await crm.get_deal(await crm.create_deal(order_deal(total=1300)))
+
+    # Catalogue says 450 for CUP-1; the lines sum to 1250; we sent 1300.
+    assert deal["jobs"][0]["price"] == 500
+    assert deal["total"] == 1300
+    create_call = next(r for r in sandbox.requests if r.startswith("/v1/agreements?"))
+    assert "ignore_price_list=true" in create_call
+    assert "products_total_as_total=false" in create_call
+
+
+async def test_finds_a_deal_by_its_custom_field(open_sandbox: OpenSandbox) -> None:
+    """A deal is found by the order number kept in its custom field, and only it."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        wanted = await crm.create_deal(order_deal("1234"))
+        await crm.create_deal(order_deal("12345"))
+
+        found = await crm.find_deals_by_custom_field("field_12", "1234")
+        missing = await crm.find_deals_by_custom_field("field_12", "999")
+
+    assert [deal["id"] for deal in found] == [wanted]
+    assert missing == []
+
+
+async def test_lists_deals_across_pages_and_by_title(open_sandbox: OpenSandbox) -> None:
+    """Listing deals walks every page; a title filter narrows it to one deal."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        ids = [await crm.create_deal(order_deal(str(n))) for n in range(30)]
+
+        every = [deal["id"] async for deal in crm.list_deals()]
+        titled = [deal["id"] async for deal in crm.list_deals(title_eq="№ 17")]
+
+    assert every == ids
+    assert titled == [ids[17]]
+
+
+async def test_lists_materials_across_pages(open_sandbox: OpenSandbox) -> None:
+    """60 catalogue items come back whole, over three pages of 25."""
+    catalogue = [
+        {"sku": f"ART-{n:03}", "title": f"Товар {n}", "price": n} for n in range(60)
+    ]
+    sandbox = await open_sandbox(catalogue=catalogue)
+    async with sandbox.client() as crm:
+        materials = [item async for item in crm.list_materials()]
+
+    assert [item["sku"] for item in materials] == [entry["sku"] for entry in catalogue]
+    pages = [r for r in sandbox.requests if r.startswith("/v1/materials")]
+    assert [p.rsplit("page=", 1)[1] for p in pages] == ["1", "2", "3"]
+
+
+async def test_wrong_token_is_unauthorized_and_never_shown(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """A wrong key gives Unauthorized; no key shows in the error or the client."""
+    sandbox = await open_sandbox()
+    wrong = "wrong-key-0000"
+    async with sandbox.client(token=wrong) as crm:
+        with pytest.raises(Unauthorized) as caught:
+            await crm.ping()
+
+    assert caught.value.status == 401
+    assert not caught.value.retryable
+    for text in (str(caught.value), repr(caught.value), repr(crm)):
+        assert wrong not in text
+        assert TOKEN not in text
+
+
+async def test_refusal_says_which_field_and_why(open_sandbox: OpenSandbox) -> None:
+    """A 422 surfaces the CRM's message and its errors, field by field."""
+    sandbox = await open_sandbox()
+    deal = order_deal(title="  ")
+    deal["jobs_attributes"][0]["product_attributes"]["price"] = "п'ятсот"
+
+    async with sandbox.client() as crm:
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.create_deal(deal)
+
+    refusal = caught.value
+    assert refusal.status == 422
+    assert not refusal.retryable
+    assert refusal.errors == {
+        "title": ["can't be blank"],
+        "jobs_attributes[0].product_attributes.price": ["must be a number"],
+    }
+    assert str(refusal) == (
+        "422 title: can't be blank; "
+        "jobs_attributes[0].product_attributes.price: must be a number"
+    )
+    assert "Validation failed" in refusal.message
+
+
+async def test_blank_company_is_refused(open_sandbox: OpenSandbox) -> None:
+    """A blank company in client_attributes is refused, as reported of the CRM."""
+    sandbox = await open_sandbox()
+    deal = order_deal()
+    deal["client_attributes"]["company"] = ""
+
+    async with sandbox.client() as crm:
+        with pytest.raises(ValidationFailed, match=r"client_attributes\.company"):
+            await crm.create_deal(deal)
+
+
+async def test_unknown_article_creates_a_material(open_sandbox: OpenSandbox) -> None:
+    """With "create", a line's unknown article becomes a new catalogue item."""
+    sandbox = await open_sandbox(unknown_article="create")
+    deal = order_deal()
+    deal["jobs_attributes"][1]["product_attributes"]["sku"] = "NEW-9"
+
+    async with sandbox.client() as crm:
+        await crm.create_deal(deal)
+        created = [item async for item in crm.list_materials(sku_eq="NEW-9")]
+
+    assert [(item["sku"], item["price_amount"]) for item in created] == [("NEW-9", 250)]
+
+
+async def test_unknown_article_refused_names_it(open_sandbox: OpenSandbox) -> None:
+    """With "refuse", a line's unknown article refuses the deal and names it."""
+    sandbox = await open_sandbox(unknown_article="refuse")
+    deal = order_deal()
+    deal["jobs_attributes"][1]["product_attributes"]["sku"] = "NEW-9"
+
+    async with sandbox.client() as crm:
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.create_deal(deal)
+        listed = [item async for item in crm.list_deals()]
+
+    assert caught.value.errors == {
+        "jobs_attributes[1].product_attributes.sku": ["unknown article 'NEW-9'"]
+    }
+    assert listed == []
+
+
+async def test_patch_changes_fields_and_lines_rails_style(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """PATCH changes a line by id, removes one with _destroy, adds one without id."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup, saucer = (job["id"] for job in (await crm.get_deal(deal_id))["jobs"])
+
+        await crm.update_deal(
+            deal_id,
+            {
+                "stage_id": 12,
+                "comment": "Оплачено",
+                "custom_fields": [{"name": "field_13", "value": "TTN 2045"}],
+                "jobs_attributes": nested_line_changes(
+                    changed={cup: {"amount": 3}},
+                    removed=[saucer],
+                    added=[
+                        {
+                            "amount": 1,
+                            "title": "Ложка",
+                            "product_attributes": {"sku": "SPOON-1", "price": 90},
+                        }
+                    ],
+                ),
+            },
+        )
+        deal = await crm.get_deal(deal_id)
+
+    assert deal["stage"]["id"] == 12
+    assert deal["comment"] == "Оплачено"
+    assert [(j["id"], j["sku"], j["amount"]) for j in deal["jobs"]] == [
+        (cup, "CUP-1", 3),
+        (deal["jobs"][1]["id"], "SPOON-1", 1),
+    ]
+    assert deal["custom_fields_detailed"] == [
+        {"name": "field_12", "value": "1234"},
+        {"name": "field_13", "value": "TTN 2045"},
+    ]
+
+
+async def test_unknown_deal_is_not_found(open_sandbox: OpenSandbox) -> None:
+    """Reading or changing a deal that does not exist raises NotFound."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        with pytest.raises(NotFound):
+            await crm.get_deal(404)
+        with pytest.raises(NotFound):
+            await crm.update_deal(404, {"comment": "x"})
+
+
+async def test_finds_clients_by_part_of_a_phone(open_sandbox: OpenSandbox) -> None:
+    """A client made with a deal is found by its phone, in full or in part."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        client_id = (await crm.get_deal(deal_id))["client"]["id"]
+
+        by_full = await crm.find_clients_by_phone("+380671234567")
+        by_part = await crm.find_clients_by_phone("0671234567")
+        by_other = await crm.find_clients_by_phone("0509999999")
+
+    assert [client["id"] for client in by_full] == [client_id]
+    assert [client["id"] for client in by_part] == [client_id]
+    assert by_other == []
+
+
+async def test_deal_for_an_existing_client_links_it(open_sandbox: OpenSandbox) -> None:
+    """A deal sent with client_id links that client instead of making another."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        first = await crm.get_deal(await crm.create_deal(order_deal("1")))
+        client_id = first["client"]["id"]
+        deal = order_deal("2", client_id=client_id)
+        del deal["client_attributes"]
+        second = await crm.get_deal(await crm.create_deal(deal))
+        clients = await crm.find_clients_by_phone("380671234567")
+
+    assert second["client"]["id"] == client_id
+    assert len(clients) == 1
+
+
+async def test_store_file_reads_without_the_sandbox(open_sandbox: OpenSandbox) -> None:
+    """The SQLite file holds the deals, their lines and clients for a person to read."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        await crm.create_deal(order_deal("1234"))
+
+    with sqlite3.connect(sandbox.store_path) as db:
+        rows = db.execute(
+            "SELECT deals.title, clients.person, deal_lines.sku, deal_lines.price"
+            " FROM deals JOIN clients ON clients.id = deals.client_id"
+            " JOIN deal_lines ON deal_lines.deal_id = deals.id ORDER BY deal_lines.id"
+        ).fetchall()
+    db.close()
+
+    assert rows == [
+        ("№ 1234", "Олена Коваль", "CUP-1", 500.0),
+        ("№ 1234", "Олена Коваль", "SAUCER-1", 250.0),
+    ]
+
+
+async def test_given_session_stays_open(open_sandbox: OpenSandbox) -> None:
+    """A session passed in belongs to its owner: closing the client leaves it open."""
+    sandbox = await open_sandbox()
+    async with aiohttp.ClientSession() as session:
+        async with KeepinCRMClient(sandbox.url, TOKEN, session=session) as crm:
+            await crm.ping()
+        assert not session.closed
+
+
+async def test_serve_sandbox_logs_its_url_and_answers(tmp_path: Path) -> None:
+    """serve_sandbox logs the URL it listens on and serves there until cancelled."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    with structlog.testing.capture_logs() as logs:
+        serving = asyncio.create_task(
+            serve_sandbox(
+                "127.0.0.1", port, tmp_path / "sandbox.sqlite3", TOKEN, None, "create"
+            )
+        )
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(100):
+            if logs:
+                break
+            await asyncio.sleep(0.01)
+        async with KeepinCRMClient(url, TOKEN) as crm:
+            await crm.ping()
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+
+    assert logs[0]["event"] == "keepincrm sandbox listening"
+    assert logs[0]["url"] == url
+
+
+async def test_patch_refusal_names_the_line_as_sent(open_sandbox: OpenSandbox) -> None:
+    """A refused line in a PATCH is named by its place in the body sent."""
+    sandbox = await open_sandbox(unknown_article="refuse")
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup = (await crm.get_deal(deal_id))["jobs"][0]["id"]
+        lines = nested_line_changes(
+            changed={cup: {"amount": 5}},
+            added=[{"amount": 1, "product_attributes": {"sku": "NEW-9", "price": 1}}],
+        )
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.update_deal(deal_id, {"jobs_attributes": lines})
+        deal = await crm.get_deal(deal_id)
+
+    assert caught.value.errors == {
+        "jobs_attributes[1].product_attributes.sku": ["unknown article 'NEW-9'"]
+    }
+    assert deal["jobs"][0]["amount"] == 2
