@@ -1,0 +1,83 @@
+"""The event log: event types, the store contract and its backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from events.errors import (
+    EventLogError,
+    EventLogUnavailable,
+    UnknownEventType,
+    VersionConflict,
+)
+from events.sqlite import SqliteEventStore
+from events.store import EventStore, RecordedEvent, StreamAppend
+from events.types import (
+    SCHEMA_VERSIONS,
+    CatalogueLinked,
+    DealCreated,
+    DealCreateFailed,
+    DealRequested,
+    Event,
+    OrderChanged,
+    OrderPlaced,
+    article_stream,
+    event_type,
+    order_stream,
+)
+
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "CatalogueLinked",
+    "DealCreateFailed",
+    "DealCreated",
+    "DealRequested",
+    "Event",
+    "EventLogError",
+    "EventLogUnavailable",
+    "EventStore",
+    "OrderChanged",
+    "OrderPlaced",
+    "RecordedEvent",
+    "SqliteEventStore",
+    "StreamAppend",
+    "UnknownEventType",
+    "VersionConflict",
+    "article_stream",
+    "event_type",
+    "open_event_store",
+    "order_stream",
+]
+
+
+async def open_event_store(url: str, base_dir: Path) -> EventStore:
+    """Open the event log the `event_log.url` setting names.
+
+    `sqlite:///relative/path.db` resolves against `base_dir`,
+    `sqlite:////absolute/path.db` is taken as is; missing folders are created.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise EventLogError(
+            f"event_log.url: {url!r} has no scheme (use sqlite:///path)"
+        )
+    if scheme != "sqlite":
+        raise EventLogError(
+            f"event_log.url: scheme {scheme!r} is not supported (use sqlite:///path)"
+        )
+    host, _, path = rest.partition("/")
+    if host or not path:
+        raise EventLogError(
+            f"event_log.url: {url!r} names no file (use sqlite:///relative/path.db"
+            " or sqlite:////absolute/path.db)"
+        )
+
+    file = base_dir / path  # an absolute path replaces base_dir
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EventLogUnavailable(
+            f"event_log.url: cannot create the folder {file.parent}: {exc}"
+        ) from exc
+
+    return await SqliteEventStore.open(file)

@@ -148,4 +148,7 @@ def content_hash(snapshot: OrderSnapshot) -> str:
     ]
     stable = msgspec.structs.replace(snapshot, order=order, lines=lines)
 
-    return hashlib.sha256(_encoder.encode(stable)).hexdigest()
+    # Catalogue names are keyed by int ids; sorting needs str keys.
+    builtins = msgspec.to_builtins(stable, str_keys=True)
+
+    return hashlib.sha256(_encoder.encode(builtins)).hexdigest()
