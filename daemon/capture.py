@@ -1,0 +1,320 @@
+"""Capture: one shop's confirmed or changed orders become events in the log.
+
+A poll reads the orders modified since the cursor (less an overlap window, since
+shop timestamps have whole seconds and a slower writer may commit a row stamped
+a little earlier) and the orders with history rows past the cursor (OpenCart 4.1
+and third-party modules change orders without moving `date_modified`), a batch
+at a time. Each snapshot is compared by content hash with the last one its
+stream holds: a new confirmed order becomes `OrderPlaced`, a different content
+`OrderChanged`, the same content nothing.
+
+The cursor is the checkpoint `capture:<site>`, written in the same append as the
+events of its batch, so a crash repeats at most one batch, whose hashes are then
+found unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+
+from daemon.errors import ShopDataError
+from daemon.settings import CaptureSettings, SiteSettings, parse_sync_from
+from daemon.shop import ShopReader
+from events.errors import VersionConflict
+from events.snapshot import OrderSnapshot, content_hash
+from events.store import EventStore, RecordedEvent, StreamAppend
+from events.types import Event, OrderChanged, OrderPlaced, order_stream
+
+_SHOP_CLOCK = "%Y-%m-%d %H:%M:%S"
+
+
+class CaptureResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one batch did; `more` while the poll has batches left."""
+
+    seen: int = 0
+    placed: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deferred: int = 0
+    more: bool = False
+
+
+class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
+    """The checkpoint of one site's capture, stored as JSON."""
+
+    # The newest date_modified read, in the shop's own clock.
+    modified: str | None = None
+    # Every history row up to this id has been read.
+    history_id: int = 0
+    # Orders caught mid-edit (or unreadable), read again by the next poll.
+    deferred: tuple[int, ...] = ()
+
+
+class _Known(msgspec.Struct, frozen=True):
+    """A stream's version and the content hash of its last snapshot event."""
+
+    version: int
+    content_hash: str | None
+
+
+class _Poll:
+    """A poll in progress, from which each batch's checkpoint comes."""
+
+    def __init__(self, start: CaptureCursor, ceiling: int, overlap: int) -> None:
+        self.start = start
+        self.since = _earlier(start.modified, overlap)
+        # Every history row up to here is covered by this poll's candidates;
+        # rows added while it runs are left to the next poll.
+        self.ceiling = ceiling
+        self.modified = start.modified
+        self.history_id = start.history_id
+        self.retry = sorted(start.deferred)
+        self.deferred: set[int] = set()
+        self.read: set[int] = set()
+        self.page_after: tuple[str, int] | None = None
+        self.done = False
+
+    def cursor(self) -> CaptureCursor:
+        deferred = tuple(sorted(self.deferred.union(self.retry)))
+        return CaptureCursor(
+            modified=self.modified, history_id=self.history_id, deferred=deferred
+        )
+
+
+class SiteCapture:
+    """Turns one site's orders into `OrderPlaced` / `OrderChanged` events."""
+
+    def __init__(
+        self,
+        site: SiteSettings,
+        reader: ShopReader,
+        store: EventStore,
+        settings: CaptureSettings,
+        logger: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._site = site.name
+        self._sync_from = parse_sync_from(site.sync_from)
+        self._reader = reader
+        self._store = store
+        self._settings = settings
+        self._log = logger.bind(site=site.name)
+        self._checkpoint = f"capture:{site.name}"
+        self._cursor: CaptureCursor | None = None
+        self._poll: _Poll | None = None
+        # Last version and snapshot hash per stream, so that an unchanged order
+        # costs neither a stream read nor an append.
+        self._known: dict[str, _Known] = {}
+
+    async def poll_once(self) -> CaptureResult:
+        """Capture one batch of what changed since the checkpoint.
+
+        While `more` is set, the poll has batches left: call again at once.
+        Raises `ShopUnavailable` when the shop cannot be read; the next call
+        then starts again from the stored checkpoint.
+        """
+        try:
+            return await self._next_batch()
+        except BaseException:
+            self._poll = None
+            raise
+
+    async def _next_batch(self) -> CaptureResult:
+        if self._poll is None:
+            start = await self._load_cursor()
+            ceiling = await self._reader.latest_history_id()
+            self._poll = _Poll(start, ceiling, self._settings.overlap_seconds)
+        poll = self._poll
+        size = self._settings.batch_size
+
+        if poll.retry:
+            # Orders deferred by the last poll come first, whatever their dates.
+            order_ids = poll.retry[:size]
+            del poll.retry[:size]
+        else:
+            order_ids = await self._next_page(poll, size)
+
+        result = await self._capture(order_ids, poll)
+        if poll.done:
+            self._poll = None
+        self._log.info("capture batch", **msgspec.structs.asdict(result))
+        return result
+
+    async def _next_page(self, poll: _Poll, size: int) -> list[int]:
+        candidates = await self._reader.changed_orders(
+            poll.since,
+            poll.start.history_id,
+            self._sync_from,
+            size,
+            page_after=poll.page_after,
+        )
+        if candidates:
+            last = candidates[-1]
+            poll.page_after = (last.date_modified, last.order_id)
+            newest = max(candidate.date_modified for candidate in candidates)
+            poll.modified = max(poll.modified or newest, newest)
+        if len(candidates) < size:
+            poll.history_id = max(poll.start.history_id, poll.ceiling)
+            poll.done = True
+
+        return [c.order_id for c in candidates if c.order_id not in poll.read]
+
+    async def _load_cursor(self) -> CaptureCursor:
+        if self._cursor is None:
+            stored = await self._store.checkpoint(self._checkpoint)
+            self._cursor = (
+                CaptureCursor()
+                if stored is None
+                else msgspec.json.decode(stored, type=CaptureCursor)
+            )
+        return self._cursor
+
+    async def _capture(self, order_ids: Sequence[int], poll: _Poll) -> CaptureResult:
+        """Read one batch, append its events with the checkpoint, count."""
+        deferred_before = len(poll.deferred)
+        snapshots = await self._read(order_ids, poll)
+        poll.read.update(order_ids)
+        for order_id in order_ids:
+            if order_id not in snapshots and order_id not in poll.deferred:
+                # Deleted in the shop since it was listed (or since deferred).
+                self._log.info("order gone from the shop", order_id=order_id)
+
+        appends, unchanged = await self._plan(snapshots, poll)
+        cursor = poll.cursor()
+        checkpoint = {self._checkpoint: msgspec.json.encode(cursor).decode()}
+        recorded: list[RecordedEvent] = []
+        if appends:
+            try:
+                recorded = await self._store.append(appends, checkpoint)
+            except VersionConflict:
+                # A projection appended to one of the streams since we cached
+                # it: read the streams again and retry once.
+                self._log.warning("capture version conflict", attempts_left=1)
+                for append in appends:
+                    self._known.pop(append.stream, None)
+                appends, unchanged = await self._plan(snapshots, poll)
+                recorded = await self._store.append(appends, checkpoint)
+        elif cursor != self._cursor:
+            await self._store.set_checkpoints(checkpoint)
+        self._cursor = cursor
+
+        for event in recorded:
+            snapshot, digest = _snapshot_of(event.event)
+            self._known[event.stream] = _Known(event.version, digest)
+            self._log.info(
+                "order captured",
+                order_id=snapshot.order_id,
+                stream=event.stream,
+                position=event.position,
+                event_type=event.type,
+            )
+
+        placed = sum(isinstance(event.event, OrderPlaced) for event in recorded)
+        return CaptureResult(
+            seen=len(order_ids),
+            placed=placed,
+            changed=len(recorded) - placed,
+            unchanged=unchanged,
+            deferred=len(poll.deferred) - deferred_before,
+            more=not poll.done,
+        )
+
+    async def _read(
+        self, order_ids: Sequence[int], poll: _Poll
+    ) -> dict[int, OrderSnapshot]:
+        if not order_ids:
+            return {}
+        try:
+            return await self._reader.read_snapshots(order_ids)
+        except ShopDataError:
+            # One order's bad row must not hold back the rest of the batch.
+            return await self._read_one_by_one(order_ids, poll)
+
+    async def _read_one_by_one(
+        self, order_ids: Sequence[int], poll: _Poll
+    ) -> dict[int, OrderSnapshot]:
+        snapshots: dict[int, OrderSnapshot] = {}
+        for order_id in order_ids:
+            try:
+                snapshots.update(await self._reader.read_snapshots([order_id]))
+            except ShopDataError as exc:
+                # Left for the next poll: someone may fix the row meanwhile.
+                self._log.error("order unreadable", order_id=order_id, error=str(exc))
+                poll.deferred.add(order_id)
+        return snapshots
+
+    async def _plan(
+        self, snapshots: dict[int, OrderSnapshot], poll: _Poll
+    ) -> tuple[list[StreamAppend], int]:
+        """The appends a batch calls for, and how many orders are unchanged.
+
+        Orders caught mid-edit join the poll's deferred ones.
+        """
+        appends: list[StreamAppend] = []
+        unchanged = 0
+        for order_id, snapshot in sorted(snapshots.items()):
+            stream = order_stream(self._site, order_id)
+            known = await self._last_snapshot(stream)
+            confirmed = known.content_hash is not None
+
+            if snapshot.status_id == 0 and not confirmed:
+                # Not an order yet (an abandoned confirm step); it becomes one
+                # when a status above 0 arrives, by date_modified or history.
+                continue
+            if snapshot.status_id == 0 or not snapshot.lines:
+                # OpenCart 3.0 edits an order by setting status 0, deleting and
+                # re-inserting its lines, then restoring the status.
+                reason = "back at status 0" if snapshot.status_id == 0 else "no lines"
+                self._log.info(
+                    "order deferred mid-edit", order_id=order_id, reason=reason
+                )
+                poll.deferred.add(order_id)
+                continue
+
+            digest = content_hash(snapshot)
+            event: Event
+            if not confirmed:
+                event = OrderPlaced(snapshot=snapshot, content_hash=digest)
+            elif digest != known.content_hash:
+                event = OrderChanged(snapshot=snapshot, content_hash=digest)
+            else:
+                unchanged += 1
+                continue
+            appends.append(StreamAppend(stream, known.version, [event]))
+
+        return appends, unchanged
+
+    async def _last_snapshot(self, stream: str) -> _Known:
+        known = self._known.get(stream)
+        if known is None:
+            events = await self._store.read_stream(stream)
+            digests = [
+                recorded.event.content_hash
+                for recorded in events
+                if isinstance(recorded.event, OrderPlaced | OrderChanged)
+            ]
+            version = events[-1].version if events else 0
+            known = _Known(version, digests[-1] if digests else None)
+            self._known[stream] = known
+        return known
+
+
+def _snapshot_of(event: Event) -> tuple[OrderSnapshot, str]:
+    if not isinstance(event, OrderPlaced | OrderChanged):
+        raise TypeError(f"capture appends snapshots only, not {type(event).__name__}")
+    return event.snapshot, event.content_hash
+
+
+def _earlier(modified: str | None, seconds: int) -> str | None:
+    """The shop-clock time `seconds` before `modified`; None reads from the start."""
+    if modified is None:
+        return None
+    try:
+        moment = dt.datetime.strptime(modified, _SHOP_CLOCK)
+    except ValueError:
+        # A zero date ("0000-00-00 00:00:00") has no earlier: read everything.
+        return None
+    return (moment - dt.timedelta(seconds=seconds)).isoformat(sep=" ")

@@ -1,0 +1,400 @@
+"""Reading one OpenCart shop's database: which orders changed, and their snapshots.
+
+The shop is read, never written: every connection of the pool runs a read-only
+session. Values reach the snapshot as the exact text MySQL sent (DECIMAL
+`"15.0000"`, DATETIME `"2026-12-03 18:20:18"`, NULL `None`): the pool's decoders
+leave numbers and dates as text, so nothing passes through a float. Text that
+OpenCart stored HTML-escaped is unescaped once here. Driver errors become
+`ShopUnavailable`; a row that cannot be read as OpenCart data, `ShopDataError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+from collections import defaultdict
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any
+
+import aiomysql
+import msgspec
+import pymysql  # type: ignore[import-untyped]  # no stubs; aiomysql wraps it
+
+from daemon.errors import ShopDataError, ShopUnavailable
+from daemon.opencart30 import OpenCart30, Query
+from daemon.settings import DatabaseUrl, SiteSettings
+from events.snapshot import (
+    Catalogue,
+    Currency,
+    HistoryRow,
+    Language,
+    Line,
+    LineOption,
+    Names,
+    OrderSnapshot,
+    Row,
+    TotalRow,
+)
+
+# Without a decoder, pymysql hands over the server's own text: money and dates.
+_TYPE = pymysql.FIELD_TYPE
+_VERBATIM_TYPES = {_TYPE.DECIMAL, _TYPE.NEWDECIMAL, _TYPE.FLOAT, _TYPE.DOUBLE}
+_VERBATIM_TYPES |= {_TYPE.DATE, _TYPE.DATETIME, _TYPE.TIMESTAMP, _TYPE.TIME}
+_DECODERS = {
+    field_type: decoder
+    for field_type, decoder in pymysql.converters.decoders.items()
+    if field_type not in _VERBATIM_TYPES
+}
+_DRIVER_ERRORS = (aiomysql.MySQLError, OSError)
+
+# A result row as the cursor gives it: column name -> value.
+_Row = dict[str, Any]
+
+
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """An order that may have changed since the capture's cursor."""
+
+    order_id: int
+    status: int
+    date_modified: str
+    # The newest history row above the cursor, 0 when there is none.
+    history_id: int
+
+
+async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
+    """A small pool of read-only utf8mb4 connections to one shop's database."""
+    try:
+        return await aiomysql.create_pool(
+            host=db.host,
+            port=db.port,
+            user=db.user,
+            password=db.password,
+            db=db.database,
+            charset="utf8mb4",
+            autocommit=True,
+            init_command="SET SESSION TRANSACTION READ ONLY",
+            conv=_DECODERS,
+            connect_timeout=10,
+            minsize=1,
+            maxsize=2,
+            # Below MySQL's wait_timeout, so an idle shop never hangs up on us.
+            pool_recycle=3600,
+        )
+    except _DRIVER_ERRORS as exc:
+        raise ShopUnavailable(site, _reason(exc, db.password)) from exc
+
+
+class ShopReader:
+    """Set-based reads of one OpenCart 3.0 (or ocStore) shop."""
+
+    def __init__(self, pool: aiomysql.Pool, site: SiteSettings) -> None:
+        self._pool = pool
+        self._site = site.name
+        self._sql = OpenCart30(site.table_prefix)
+
+    async def latest_history_id(self) -> int:
+        """The newest `order_history` id, 0 when there is none."""
+        async with self._connection() as connection:
+            rows = await _fetch(connection, self._sql.latest_history_id())
+        return int(rows[0]["history_id"] or 0)
+
+    async def changed_orders(
+        self,
+        since_modified: str | None,
+        after_history_id: int,
+        sync_from: int | dt.date | None,
+        limit: int,
+        *,
+        page_after: tuple[str, int] | None = None,
+    ) -> list[Candidate]:
+        """Orders confirmed and modified since, or with history rows past the id.
+
+        `since_modified` is in the shop's clock, the overlap already taken off;
+        None reads every confirmed order. `sync_from`: None for all, an order
+        id, or the first `date_added` day. Candidates come in (date_modified,
+        order_id) order; `page_after` is the last pair of the previous page.
+        """
+        query = self._sql.changed_orders(
+            since_modified=since_modified,
+            after_history_id=after_history_id,
+            sync_from=sync_from,
+            page_after=page_after,
+            limit=limit,
+        )
+        async with self._connection() as connection:
+            rows = await _fetch(connection, query)
+
+        return [
+            Candidate(
+                order_id=int(row["order_id"]),
+                status=int(row["order_status_id"]),
+                date_modified=str(row["date_modified"]),
+                history_id=int(row["history_id"] or 0),
+            )
+            for row in rows
+        ]
+
+    async def read_snapshots(
+        self, order_ids: Collection[int]
+    ) -> dict[int, OrderSnapshot]:
+        """The whole snapshot of each order that still exists, in a few queries."""
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+
+        sql = self._sql
+        async with self._connection() as connection:
+            # One view of the shop for the batch where the tables allow it
+            # (InnoDB); MyISAM ignores it, which is why capture defers edits.
+            await connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            rows = {"orders": await _fetch(connection, sql.orders(ids))}
+            found = _ids(rows["orders"], "order_id")
+            if found:
+                rows["lines"] = await _fetch(connection, sql.lines(found))
+                rows["options"] = await _fetch(connection, sql.options(found))
+                rows["totals"] = await _fetch(connection, sql.totals(found))
+                rows["history"] = await _fetch(connection, sql.history(found))
+                currency_ids = _ids(rows["orders"], "currency_id")
+                rows["currencies"] = await _fetch(
+                    connection, sql.currencies(currency_ids)
+                )
+                stores = sorted({0, *_ids(rows["orders"], "store_id")})
+                rows["settings"] = await _fetch(connection, sql.settings(stores))
+                rows["languages"] = await _fetch(connection, sql.languages())
+                names = sql.catalogue_names(
+                    _ids(rows["lines"], "product_id"),
+                    _ids(rows["options"], "option_id"),
+                    _ids(rows["options"], "option_value_id"),
+                )
+                rows["names"] = await _fetch(connection, names)
+            await connection.commit()
+
+        return _Snapshots(self._site, sql).build(rows) if found else {}
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        try:
+            connection = await self._pool.acquire()
+        except _DRIVER_ERRORS as exc:
+            raise ShopUnavailable(self._site, _reason(exc)) from exc
+
+        try:
+            yield connection
+        except _DRIVER_ERRORS as exc:
+            connection.close()
+            raise ShopUnavailable(self._site, _reason(exc)) from exc
+        except BaseException:
+            # Interrupted mid-result (a cancel): its state is unknown, drop it.
+            connection.close()
+            raise
+        finally:
+            await self._pool.release(connection)
+
+
+async def _fetch(connection: Any, query: Query) -> list[_Row]:
+    async with connection.cursor(aiomysql.DictCursor) as cursor:
+        await cursor.execute(query.sql, query.params)
+        return list(await cursor.fetchall())
+
+
+def _reason(exc: BaseException, password: str = "") -> str:
+    reason = str(exc) or type(exc).__name__
+    if password:
+        reason = reason.replace(password, "***")
+    return reason
+
+
+class _Snapshots:
+    """Turns the result sets of one batch into snapshots."""
+
+    def __init__(self, site: str, sql: OpenCart30) -> None:
+        self.site = site
+        self.sql = sql
+
+    def build(self, rows: dict[str, list[_Row]]) -> dict[int, OrderSnapshot]:
+        options = _group(rows["options"], "order_product_id")
+        lines: dict[int, list[Line]] = defaultdict(list)
+        for row in rows["lines"]:
+            line_options = options.get(row["order_product_id"], [])
+            lines[int(row["order_id"])].append(self._line(row, line_options))
+        totals = _group(rows["totals"], "order_id")
+        history = _group(rows["history"], "order_id")
+        currencies = {row["currency_id"]: row for row in rows["currencies"]}
+        settings = _group(rows["settings"], "store_id")
+        languages = [
+            Language(language_id=int(row["language_id"]), code=str(row["code"]))
+            for row in rows["languages"]
+        ]
+        names = _names(rows["names"])
+
+        snapshots = {}
+        for row in rows["orders"]:
+            order_id = int(row["order_id"])
+            order_lines = lines.get(order_id, [])
+            snapshots[order_id] = OrderSnapshot(
+                site=self.site,
+                order_id=order_id,
+                order=_order_columns(row, self.sql.raw_order_columns),
+                lines=order_lines,
+                totals=[self._total(total) for total in totals.get(order_id, [])],
+                history=[self._history(item) for item in history.get(order_id, [])],
+                currency=self._currency(order_id, currencies.get(row["currency_id"])),
+                shop=_shop_settings(settings.get(0, []), settings.get(row["store_id"])),
+                languages=languages,
+                catalogue=_catalogue(names, order_lines),
+            )
+
+        return snapshots
+
+    def _line(self, row: _Row, options: list[_Row]) -> Line:
+        order_id = int(row["order_id"])
+        codes: dict[str, str] = {}
+        if row["catalogue_product_id"] is not None:
+            codes = {
+                code: html.unescape(str(row[f"code_{code}"] or ""))
+                for code in self.sql.product_codes
+            }
+
+        return Line(
+            order_product_id=self._int(row, "order_product_id", order_id),
+            product_id=self._int(row, "product_id", order_id),
+            name=_unescaped(row["name"]),
+            model=_unescaped(row["model"]),
+            quantity=self._int(row, "quantity", order_id),
+            price=self._money(row, "price", order_id),
+            total=self._money(row, "total", order_id),
+            tax=self._money(row, "tax", order_id),
+            codes=codes,
+            options=[self._option(option, order_id) for option in options],
+        )
+
+    def _option(self, row: _Row, order_id: int) -> LineOption:
+        return LineOption(
+            order_option_id=self._int(row, "order_option_id", order_id),
+            product_option_id=self._int(row, "product_option_id", order_id),
+            product_option_value_id=self._int(row, "product_option_value_id", order_id),
+            # INT columns arrive as int, or None when the catalogue row is gone.
+            option_id=row["option_id"],
+            option_value_id=row["option_value_id"],
+            name=_unescaped(row["name"]),
+            value=_unescaped(row["value"]),
+            type=str(row["type"] or ""),
+        )
+
+    def _total(self, row: _Row) -> TotalRow:
+        order_id = int(row["order_id"])
+        return TotalRow(
+            code=str(row["code"] or ""),
+            title=_unescaped(row["title"]),
+            value=self._money(row, "value", order_id),
+            sort_order=self._int(row, "sort_order", order_id),
+        )
+
+    def _history(self, row: _Row) -> HistoryRow:
+        order_id = int(row["order_id"])
+        return HistoryRow(
+            order_history_id=self._int(row, "order_history_id", order_id),
+            order_status_id=self._int(row, "order_status_id", order_id),
+            notify=bool(row["notify"]),
+            comment=_unescaped(row["comment"]),
+            date_added=str(row["date_added"] or ""),
+        )
+
+    def _currency(self, order_id: int, row: _Row | None) -> Currency | None:
+        if row is None:
+            return None
+        return Currency(
+            currency_id=int(row["currency_id"]),
+            code=str(row["code"] or ""),
+            symbol_left=_unescaped(row["symbol_left"]),
+            symbol_right=_unescaped(row["symbol_right"]),
+            decimal_place=self._int(row, "decimal_place", order_id, "currency."),
+            value=str(row["value"] or ""),
+        )
+
+    def _int(self, row: _Row, column: str, order_id: int, table: str = "") -> int:
+        value = row[column]
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            reason = f"{value!r} is not a whole number"
+            raise ShopDataError(self.site, order_id, table + column, reason) from None
+
+    def _money(self, row: _Row, column: str, order_id: int) -> str:
+        value = row[column]
+        if value is None:
+            raise ShopDataError(self.site, order_id, column, "NULL, not an amount")
+        return str(value)
+
+
+def _ids(rows: Iterable[_Row], column: str) -> list[int]:
+    return sorted({int(row[column]) for row in rows if row[column] is not None})
+
+
+def _group(rows: list[_Row], column: str) -> dict[Any, list[_Row]]:
+    grouped: dict[Any, list[_Row]] = defaultdict(list)
+    for row in rows:
+        grouped[row[column]].append(row)
+    return grouped
+
+
+def _order_columns(row: _Row, raw_columns: frozenset[str]) -> Row:
+    columns: Row = {}
+    for column, value in row.items():
+        text = _column_text(value)
+        if text is not None and column not in raw_columns:
+            text = html.unescape(text)
+        columns[column] = text
+    return columns
+
+
+def _shop_settings(store_zero: list[_Row], own: list[_Row] | None) -> dict[str, str]:
+    shop: dict[str, str] = {}
+    for row in [*store_zero, *(own or [])]:
+        value = _column_text(row["value"])
+        if value is None:
+            continue
+        # Serialized values are JSON, unescaped when interpreted; the rest is
+        # text the admin typed.
+        shop[str(row["key"])] = value if row["serialized"] else html.unescape(value)
+    return shop
+
+
+def _names(rows: list[_Row]) -> dict[str, Names]:
+    names: dict[str, Names] = defaultdict(dict)
+    for row in rows:
+        by_language = names[str(row["kind"])].setdefault(int(row["id"]), {})
+        by_language[int(row["language_id"])] = _unescaped(row["name"])
+    return names
+
+
+def _catalogue(names: dict[str, Names], lines: list[Line]) -> Catalogue:
+    products = {line.product_id for line in lines}
+    options = {option.option_id for line in lines for option in line.options}
+    values = {option.option_value_id for line in lines for option in line.options}
+
+    def only(kind: str, ids: set[int | None] | set[int]) -> Names:
+        return {key: value for key, value in names[kind].items() if key in ids}
+
+    return Catalogue(
+        products=only("product", products),
+        options=only("option", options),
+        option_values=only("option_value", values),
+        custom_fields=names["custom_field"],
+        custom_field_values=names["custom_field_value"],
+        order_statuses=names["order_status"],
+    )
+
+
+def _column_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _unescaped(value: Any) -> str:
+    text = _column_text(value)
+    return "" if text is None else html.unescape(text)
