@@ -1,0 +1,191 @@
+"""The daemon's life: capture from every site, project to the CRM, stop cleanly.
+
+`run_once` captures everything pending, projects it and returns; `serve` keeps
+one watcher per site and one projection loop running until asked to stop. A
+shop that cannot be reached is retried and reported; the other sites go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import aiomysql
+import structlog
+
+from daemon.capture import SiteCapture
+from daemon.errors import ShopUnavailable
+from daemon.settings import Settings, SiteSettings
+from daemon.shop import ShopReader, open_shop_pool
+from events import EventLogError, EventStore, open_event_store
+from projections.catalogue import CatalogueProjection
+from projections.deals import CrmUnavailable, DealProjection
+from projections.keepincrm.client import KeepinCRMClient
+from projections.keepincrm.errors import KeepinCRMError
+
+log = structlog.get_logger("ocsync.run")
+
+# How long a failing shop or CRM is left alone before the next try, at most.
+_MAX_BACKOFF = 300.0
+
+
+@dataclass
+class RunOutcome:
+    """What one pass achieved; `ok` when every shop and the CRM answered."""
+
+    unreachable_sites: list[str] = field(default_factory=list)
+    crm_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable_sites and self.crm_error is None
+
+
+async def run_once(settings: Settings) -> RunOutcome:
+    """Capture all that is pending on every site, then project it once."""
+    outcome = RunOutcome()
+    store = await open_event_store(settings.event_log.url, settings.base_dir)
+    try:
+        for site in settings.sites:
+            try:
+                await _capture_all(settings, site, store)
+            except ShopUnavailable as exc:
+                log.error("shop unavailable", site=site.name, reason=exc.reason)
+                outcome.unreachable_sites.append(site.name)
+
+        async with _crm_client(settings) as crm:
+            try:
+                await DealProjection(store, crm, settings).run_once()
+                await CatalogueProjection(store, crm, settings).run_once()
+            except (CrmUnavailable, KeepinCRMError) as exc:
+                log.error("crm unavailable", error=str(exc))
+                outcome.crm_error = str(exc)
+    finally:
+        await store.close()
+
+    log.info(
+        "run finished",
+        ok=outcome.ok,
+        unreachable_sites=outcome.unreachable_sites,
+        crm_error=outcome.crm_error,
+    )
+    return outcome
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run until `stop` is set: a watcher per site and one projection loop."""
+    store = await open_event_store(settings.event_log.url, settings.base_dir)
+    captured = asyncio.Event()
+    try:
+        async with _crm_client(settings) as crm, asyncio.TaskGroup() as group:
+            for site in settings.sites:
+                group.create_task(_watch(settings, site, store, captured, stop))
+            group.create_task(_project_loop(settings, store, crm, captured, stop))
+    finally:
+        await store.close()
+    log.info("stopped")
+
+
+def _crm_client(settings: Settings) -> KeepinCRMClient:
+    return KeepinCRMClient(
+        settings.crm.base_url, settings.crm.token, timeout=settings.crm.timeout
+    )
+
+
+async def _capture_all(
+    settings: Settings, site: SiteSettings, store: EventStore
+) -> None:
+    pool = await open_shop_pool(settings.databases[site.name], site.name)
+    try:
+        capture = SiteCapture(
+            site, ShopReader(pool, site), store, settings.capture, log
+        )
+        await _capture_pending(capture)
+    finally:
+        await _close_pool(pool)
+
+
+async def _capture_pending(capture: SiteCapture) -> None:
+    while (await capture.poll_once()).more:
+        pass
+
+
+async def _watch(
+    settings: Settings,
+    site: SiteSettings,
+    store: EventStore,
+    captured: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """One site's watcher: poll, wake the projection, back off while it is down.
+
+    The pool and the capture (with its cache of content hashes) live as long as
+    the shop answers; a failure closes them and a later try opens them anew.
+    """
+    interval = settings.capture.poll_interval
+    backoff = interval
+    bound = log.bind(site=site.name)
+    while not stop.is_set():
+        try:
+            pool = await open_shop_pool(settings.databases[site.name], site.name)
+            try:
+                reader = ShopReader(pool, site)
+                capture = SiteCapture(site, reader, store, settings.capture, log)
+                while not stop.is_set():
+                    await _capture_pending(capture)
+                    captured.set()
+                    backoff = interval
+                    await _sleep_unless(stop, interval)
+            finally:
+                await _close_pool(pool)
+        except (ShopUnavailable, EventLogError) as exc:
+            bound.warning("capture failed", reason=str(exc), retry_in=backoff)
+            await _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+async def _project_loop(
+    settings: Settings,
+    store: EventStore,
+    crm: KeepinCRMClient,
+    captured: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    deals = DealProjection(store, crm, settings)
+    catalogue = CatalogueProjection(store, crm, settings)
+    backoff = settings.capture.poll_interval
+    while not stop.is_set():
+        try:
+            await deals.run_once()
+            await catalogue.run_once()
+            backoff = settings.capture.poll_interval
+        except (CrmUnavailable, KeepinCRMError) as exc:
+            log.warning("crm unavailable", error=str(exc), retry_in=backoff)
+            await _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+            continue
+        captured.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.capture.poll_interval):
+                await _first_of(captured, stop)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+async def _close_pool(pool: aiomysql.Pool) -> None:
+    pool.close()
+    await pool.wait_closed()
