@@ -12,7 +12,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.ocsync-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    echo "Installing ocsync and its test tools into .venv" >&2
+    if ! .venv/bin/python -m pip install --quiet -e '.[test]' >.venv/install.log 2>&1
+    then
+        cat .venv/install.log >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

@@ -1,0 +1,263 @@
+"""The demo's steps after set-up: load dumps, serve the sandbox, sync, show.
+
+Databases are created as `ocsync_demo_<site>` and a SELECT-only user
+`ocsync_demo_reader` reads them; no other database is touched. Everything the
+demo writes lives in data/demo/, made fresh each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pymysql
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from projections.keepincrm.client import KeepinCRMClient  # noqa: E402
+
+FIXTURES = REPO.parent / "shared" / "fixtures" / "opencart"
+WORK = REPO / "data" / "demo"
+READER = "ocsync_demo_reader"
+OCSYNC = str(REPO / ".venv" / "bin" / "ocsync")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "dumps",
+        nargs="*",
+        type=Path,
+        default=[FIXTURES / "site_a.sql", FIXTURES / "site_b.sql"],
+        help="OpenCart SQL dumps (default: the sample shops site_a and site_b)",
+    )
+    args = parser.parse_args()
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    host = os.environ.get("OCSYNC_DB_HOST", "127.0.0.1")
+    port = int(os.environ.get("OCSYNC_DB_PORT", "3306"))
+    password = secrets.token_urlsafe(18)
+    token = secrets.token_urlsafe(24)
+
+    # 1. Load every dump into a database of the demo's own.
+    sites = []
+    for dump in args.dumps:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", dump.stem)
+        prefix = _load_dump(dump, f"ocsync_demo_{name}", host, port)
+        sites.append((name, prefix))
+    _grant_reader(host, port, password, [f"ocsync_demo_{name}" for name, _ in sites])
+
+    # 2. The CRM's catalogue already holds the shops' products, by article.
+    catalogue = WORK / "catalogue.json"
+    _write_catalogue(catalogue, host, port, f"ocsync_demo_{sites[0][0]}", sites[0][1])
+
+    # 3. Settings: the example file, with the sandbox's address and these sites.
+    sandbox_port = _free_port()
+    config = WORK / "settings.toml"
+    config.write_text(_settings_text(sites, sandbox_port, host, port), "utf-8")
+
+    env = dict(os.environ, KEEPINCRM_TOKEN=token, OCSYNC_DEMO_DB_PASSWORD=password)
+    sandbox = subprocess.Popen(
+        [
+            OCSYNC,
+            "sandbox",
+            "--port",
+            str(sandbox_port),
+            "--store",
+            str(WORK / "sandbox.db"),
+            "--catalogue",
+            str(catalogue),
+        ],
+        env=env,
+        stderr=(WORK / "sandbox.log").open("w"),
+    )
+    try:
+        _wait_for_port(sandbox_port, sandbox)
+        print(f"Syncing {len(sites)} shop(s) into the sandbox on port {sandbox_port}")
+        run = subprocess.run(
+            [OCSYNC, "--config", str(config), "run", "--once"],
+            env=env,
+            stderr=(WORK / "ocsync.log").open("w"),
+        )
+        print(f"ocsync run --once exited {run.returncode}; log: {WORK / 'ocsync.log'}")
+        base_url = f"http://127.0.0.1:{sandbox_port}/v1"
+        asyncio.run(_show_deals(base_url, token))
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+    return run.returncode
+
+
+def _mysql(host: str, port: int, database: str | None = None) -> pymysql.Connection:
+    return pymysql.connect(
+        host=host, port=port, user="root", database=database, charset="utf8mb4"
+    )
+
+
+def _load_dump(dump: Path, database: str, host: str, port: int) -> str:
+    """Load one dump into a fresh database; answer its table prefix."""
+    if not dump.is_file():
+        raise SystemExit(f"demo: no dump at {dump}")
+    with _mysql(host, port) as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    with dump.open("rb") as source:
+        subprocess.run(
+            ["mysql", "--protocol=tcp", f"-h{host}", f"-P{port}", "-uroot", database],
+            stdin=source,
+            check=True,
+        )
+    with _mysql(host, port, database) as connection, connection.cursor() as cursor:
+        cursor.execute("SHOW TABLES LIKE '%order_product'")
+        row = cursor.fetchone()
+    if row is None:
+        raise SystemExit(f"demo: {dump} holds no OpenCart order_product table")
+    prefix = str(row[0]).removesuffix("order_product")
+    print(f"Loaded {dump.name} into {database} (table prefix {prefix!r})")
+    return prefix
+
+
+def _grant_reader(host: str, port: int, password: str, databases: list[str]) -> None:
+    with _mysql(host, port) as connection, connection.cursor() as cursor:
+        for user_host in ("127.0.0.1", "localhost"):
+            account = f"'{READER}'@'{user_host}'"
+            cursor.execute(f"CREATE USER IF NOT EXISTS {account}")
+            cursor.execute(f"ALTER USER {account} IDENTIFIED BY %s", (password,))
+            for database in databases:
+                cursor.execute(f"GRANT SELECT ON `{database}`.* TO {account}")
+
+
+def _write_catalogue(
+    path: Path, host: str, port: int, database: str, prefix: str
+) -> None:
+    query = f"""
+        SELECT p.model, d.name, p.price
+        FROM `{prefix}product` p
+        JOIN `{prefix}product_description` d ON d.product_id = p.product_id
+        JOIN `{prefix}language` l ON l.language_id = d.language_id
+        WHERE l.code = 'uk-ua' AND p.model <> ''
+    """
+    with _mysql(host, port, database) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        items = [
+            {"sku": model, "title": html.unescape(name), "price": price}
+            for model, name, price in cursor.fetchall()
+        ]
+    # Prices as exact JSON numbers, as the CRM would list them.
+    path.write_bytes(msgspec.json.Encoder(decimal_format="number").encode(items))
+
+
+def _settings_text(
+    sites: list[tuple[str, str]], sandbox_port: int, host: str, port: int
+) -> str:
+    example = (REPO / "settings.toml").read_text("utf-8")
+    header, *site_blocks = example.split("\n[[sites]]")
+    header = re.sub(
+        r"(?m)^base_url = .*$",
+        f'base_url = "http://127.0.0.1:{sandbox_port}/v1"',
+        header,
+    )
+    known = {
+        re.search(r'name = "([^"]+)"', block).group(1): block  # type: ignore[union-attr]
+        for block in site_blocks
+    }
+    blocks = []
+    for index, (name, prefix) in enumerate(sites, start=1):
+        block = known.get(name) or _site_block(name, index)
+        block = re.sub(r"@127\.0\.0\.1:3306/", f"@{host}:{port}/", block)
+        block = re.sub(
+            r"(?m)^table_prefix = .*$", f"table_prefix = {json.dumps(prefix)}", block
+        )
+        blocks.append("\n[[sites]]" + block.rstrip() + "\n")
+    return header + "".join(blocks)
+
+
+def _site_block(name: str, index: int) -> str:
+    database = f"ocsync_demo_{name}"
+    return f"""
+name = {json.dumps(name)}
+title = {json.dumps(name)}
+database = "mysql://{READER}:${{OCSYNC_DEMO_DB_PASSWORD}}@127.0.0.1:3306/{database}"
+table_prefix = "oc_"
+source_id = {index}
+responsible_id = 1
+sync_from = "all"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and server.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: the sandbox did not start; see {WORK / 'sandbox.log'}")
+
+
+async def _show_deals(base_url: str, token: str) -> None:
+    table = Table(title="Deals in the sandbox CRM", show_lines=True)
+    for column in ("site", "order", "client", "article", "qty", "price", "variant"):
+        table.add_column(column)
+    table.add_column("total", justify="right")
+
+    count = 0
+    async with KeepinCRMClient(base_url, token) as crm:
+        summaries = [deal async for deal in crm.list_deals()]
+        for summary in sorted(summaries, key=lambda deal: int(deal["id"])):
+            deal = await crm.get_deal(int(summary["id"]))
+            count += 1
+            marker = next(
+                (
+                    f["value"]
+                    for f in deal.get("custom_fields_detailed", [])
+                    if ":" in str(f.get("value", ""))
+                ),
+                "?:?",
+            )
+            site, _, order = str(marker).partition(":")
+            client = deal.get("client") or {}
+            phones = ", ".join(client.get("phones") or [])
+            for index, job in enumerate(deal.get("jobs", [])):
+                first = index == 0
+                table.add_row(
+                    site if first else "",
+                    order if first else "",
+                    f"{client.get('person', '')}\n{phones}" if first else "",
+                    str(job.get("sku", "")),
+                    str(job.get("amount", "")),
+                    f"{Decimal(str(job.get('price', 0)))} {deal.get('currency', '')}",
+                    str(job.get("comment", "") or ""),
+                    f"{Decimal(str(deal.get('total', 0)))} {deal.get('currency', '')}"
+                    if first
+                    else "",
+                )
+    Console().print(table)
+    print(f"{count} deals")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
