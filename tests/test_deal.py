@@ -213,5 +213,5 @@ def test_missing_currency_row_is_a_mapping_error_naming_the_field() -> None:
 
 def test_zero_quantity_is_a_mapping_error() -> None:
     """A line with quantity 0 is refused with the field named."""
-    with pytest.raises(DealMappingError, match="order_product.quantity"):
+    with pytest.raises(DealMappingError, match=r"order_product\.quantity"):
         deal_for(snapshot(lines=[line(quantity=0)]), site(), deal_settings())

@@ -38,7 +38,9 @@ def test_c5_the_orders_own_rate_not_todays() -> None:
     ("config_tax", "unit", "line_total"),
     [("1", "60.03", "120.05"), ("0", "49.00", "98.00")],
 )
-def test_c6_tax_shown_per_config_tax(config_tax: str, unit: str, line_total: str) -> None:
+def test_c6_tax_shown_per_config_tax(
+    config_tax: str, unit: str, line_total: str
+) -> None:
     """C6: GBP at 0.61250001, price 80 + tax 18, quantity 2, with and without tax."""
     order = snapshot(rate="0.61250001", config_tax=config_tax)
     rule = DisplayRule.of(order, places=2)
