@@ -24,6 +24,9 @@ from daemon.settings import DatabaseUrl, SiteSettings
 from daemon.shop import ShopReader, open_shop_pool
 from events import EventStore, open_event_store
 
+# The fixture shops, the sandbox CRM and ocsync as a process, for whole-program tests.
+pytest_plugins = ["tests.e2e_support"]
+
 DB_HOST = os.environ.get("OCSYNC_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("OCSYNC_DB_PORT", "3306"))
 SCHEMA = Path(__file__).parent / "sql" / "opencart30.sql"

@@ -8,122 +8,20 @@ deal is checked against ORDERS.md (what the storefront showed) and the dumps
 
 from __future__ import annotations
 
-import asyncio
 import html
-import os
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestServer
-
-from projections.keepincrm.client import KeepinCRMClient
-from projections.keepincrm.sandbox import create_sandbox_app
 from tests.conftest import OpenCartShop
-from tests.orders_md import FIXTURES, ShownOrder, shown_amount, shown_orders
-
-REPO = Path(__file__).resolve().parent.parent
-TOKEN = "e2e-token-5f1c2a"
-SOURCES = {"site_a": 21, "site_b": 22}
-MARKER_FIELD = "field_7"
-
-
-@dataclass
-class Crm:
-    url: str
-    store: Path
-
-
-@pytest.fixture
-async def shops(
-    make_shop: Callable[..., Awaitable[OpenCartShop]],
-) -> dict[str, OpenCartShop]:
-    return {site: await make_shop(dump=FIXTURES / f"{site}.sql") for site in SOURCES}
-
-
-@pytest.fixture
-async def crm(tmp_path: Path) -> AsyncIterator[Crm]:
-    store = tmp_path / "crm.db"
-    app = create_sandbox_app(store, TOKEN, None, "create")
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield Crm(url=str(server.make_url("/v1")), store=store)
-    await server.close()
-
-
-def write_settings(
-    path: Path, shops: dict[str, OpenCartShop], crm_url: str, article: str = "model"
-) -> Path:
-    sites = "".join(
-        f"""
-[[sites]]
-name = "{site}"
-title = "Сайт {site[-1].upper()}"
-database = "mysql://root:@{shop.url.host}:{shop.url.port}/{shop.url.database}"
-source_id = {SOURCES[site]}
-responsible_id = 3
-sync_from = "all"
-"""
-        for site, shop in shops.items()
-    )
-    path.write_text(
-        f"""
-[event_log]
-url = "sqlite:///events.db"
-
-[crm]
-base_url = "{crm_url}"
-token = "${{E2E_CRM_TOKEN}}"
-timeout = 10
-
-[capture]
-poll_interval = 1
-
-[deals]
-article_fields = ["{article}"]
-
-[deals.custom_fields]
-marker = "{MARKER_FIELD}"
-city = "field_8"
-{sites}""",
-        encoding="utf-8",
-    )
-    return path
-
-
-async def run_ocsync(config: Path, *args: str) -> tuple[int, str]:
-    """`ocsync --config FILE ARGS...` as its own process; its code and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon",
-        "--config",
-        str(config),
-        *args,
-        cwd=REPO,
-        env={**os.environ, "E2E_CRM_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate()
-    return process.returncode or 0, stderr.decode("utf-8", "replace")
-
-
-async def deals_by_marker(crm_url: str) -> dict[str, dict[str, Any]]:
-    async with KeepinCRMClient(crm_url, TOKEN) as client:
-        ids = [int(deal["id"]) async for deal in client.list_deals()]
-        deals = [await client.get_deal(deal_id) for deal_id in ids]
-    by_marker: dict[str, dict[str, Any]] = {}
-    for deal in deals:
-        fields = {f["name"]: f["value"] for f in deal["custom_fields_detailed"]}
-        marker = fields[MARKER_FIELD]
-        assert marker not in by_marker, f"two deals for {marker}"
-        by_marker[marker] = deal
-    return by_marker
+from tests.e2e_support import (
+    SOURCES,
+    Crm,
+    deals_by_marker,
+    run_ocsync,
+    write_settings,
+)
+from tests.orders_md import ShownOrder, shown_amount, shown_orders
 
 
 async def query(shop: OpenCartShop, sql: str, *params: Any) -> list[tuple[Any, ...]]:
