@@ -375,10 +375,7 @@ async def test_logs_one_summary_per_batch_and_a_line_per_event(
 
 async def test_real_fixture_shop_site_a(make_shop: Any, store: EventStore) -> None:
     """The real OpenCart 3.0.5.1 dump: 8 orders placed, the missing #5 never."""
-    dump = FIXTURES / "site_a.sql"
-    if not dump.exists():
-        pytest.skip(f"fixture dump {dump} is not on this machine")
-    shop = await make_shop(dump=dump)
+    shop = await make_shop(dump=FIXTURES / "site_a.sql")
     pool = await open_shop_pool(shop.url, "site_a")
     try:
         capture = make_capture(shop, ShopReader(pool, shop.site()), store)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import structlog
 from aiohttp import web
@@ -26,7 +27,11 @@ from projections.keepincrm import (
     serve_sandbox,
 )
 from projections.keepincrm.client import nested_line_changes
-from projections.keepincrm.sandbox import UnknownArticle, create_sandbox_app
+from projections.keepincrm.sandbox import (
+    UnknownArticle,
+    create_sandbox_app,
+    read_catalogue,
+)
 
 TOKEN = "sandbox-secret-7f3a"
 
@@ -51,6 +56,8 @@ class Sandbox:
 
 OpenSandbox = Callable[..., Awaitable[Sandbox]]
 
+_EXACT = msgspec.json.Encoder(decimal_format="number")
+
 
 @pytest.fixture
 async def open_sandbox(tmp_path: Path) -> AsyncIterator[OpenSandbox]:
@@ -63,7 +70,8 @@ async def open_sandbox(tmp_path: Path) -> AsyncIterator[OpenSandbox]:
     ) -> Sandbox:
         index = len(servers)
         catalogue_path = tmp_path / f"catalogue-{index}.json"
-        catalogue_path.write_text(json.dumps(catalogue, ensure_ascii=False))
+        # Decimals in a catalogue are written as exact JSON numbers.
+        catalogue_path.write_bytes(_EXACT.encode(catalogue))
         store_path = tmp_path / f"sandbox-{index}.sqlite3"
         app = create_sandbox_app(store_path, TOKEN, catalogue_path, unknown_article)
 
@@ -388,9 +396,10 @@ async def test_store_file_reads_without_the_sandbox(open_sandbox: OpenSandbox) -
         ).fetchall()
     db.close()
 
+    # Prices are text holding the digits sent: 500.00 stays 500.00, 250 stays 250.
     assert rows == [
-        ("№ 1234", "Олена Коваль", "CUP-1", 500.0),
-        ("№ 1234", "Олена Коваль", "SAUCER-1", 250.0),
+        ("№ 1234", "Олена Коваль", "CUP-1", "500.00"),
+        ("№ 1234", "Олена Коваль", "SAUCER-1", "250"),
     ]
 
 
@@ -448,3 +457,189 @@ async def test_patch_refusal_names_the_line_as_sent(open_sandbox: OpenSandbox) -
         "jobs_attributes[1].product_attributes.sku": ["unknown article 'NEW-9'"]
     }
     assert deal["jobs"][0]["amount"] == 2
+
+
+async def raw_request(
+    sandbox: Sandbox,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, str] | None = None,
+    body: str | None = None,
+) -> tuple[int, str]:
+    """One call through a plain aiohttp session: its status and untouched text.
+
+    The client decodes answers with msgspec's defaults, which give 3629.60 as
+    the float 3629.6, so exact digits are checked in the raw text instead.
+    """
+    headers = {"X-Auth-Token": TOKEN, "Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method,
+            sandbox.url + path,
+            params=params,
+            data=body.encode() if body is not None else None,
+            headers=headers,
+        ) as response,
+    ):
+        return response.status, await response.text()
+
+
+def exact(text: str) -> Any:
+    """JSON with every number, whole or not, as the Decimal spelt in the text."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+async def test_amounts_round_trip_digit_for_digit(open_sandbox: OpenSandbox) -> None:
+    """A price 3629.60, an amount 2 and a total 7953.36 read back as sent."""
+    sandbox = await open_sandbox()
+    deal = order_deal("1234", total=Decimal("7953.36"))
+    deal["jobs_attributes"] = [
+        {
+            "amount": 2,
+            "title": "Сервіз",
+            "product_attributes": {"sku": "SET-12", "price": Decimal("3629.60")},
+        }
+    ]
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(deal)
+        status, text = await raw_request(sandbox, "GET", f"/agreements/{deal_id}")
+
+    assert status == 200
+    assert '"total":7953.36' in text
+    assert '"amount":2,' in text
+    assert '"price":3629.60' in text
+    answer = exact(text)
+    job = answer["jobs"][0]
+    assert [str(job["amount"]), str(job["price"])] == ["2", "3629.60"]
+    assert [str(answer["total"]), str(answer["credit"])] == ["7953.36", "7953.36"]
+
+    with sqlite3.connect(sandbox.store_path) as db:
+        line = db.execute("SELECT amount, price FROM deal_lines").fetchone()
+        total = db.execute("SELECT total FROM deals").fetchone()
+    db.close()
+    assert (line, total) == (("2", "3629.60"), ("7953.36",))
+
+
+async def test_patched_amounts_keep_their_digits(open_sandbox: OpenSandbox) -> None:
+    """A PATCH's amount 1.50, price "99.90" (a string) and discount 5.00 stay so."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup = (await crm.get_deal(deal_id))["jobs"][0]["id"]
+        changes = {
+            "discount": Decimal("5.00"),
+            "discount_kind": "absolute_discount",
+            "jobs_attributes": nested_line_changes(
+                changed={
+                    cup: {
+                        "amount": Decimal("1.50"),
+                        "product_attributes": {"price": "99.90"},
+                    }
+                }
+            ),
+        }
+        await crm.update_deal(deal_id, changes)
+        _, text = await raw_request(sandbox, "GET", f"/agreements/{deal_id}")
+
+    answer = exact(text)
+    cup_line = answer["jobs"][0]
+    assert [str(cup_line["amount"]), str(cup_line["price"])] == ["1.50", "99.90"]
+    assert str(answer["discount"]) == "5.00"
+
+
+async def test_total_from_lines_is_summed_in_decimal(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """products_total_as_total=true sums the lines exactly: 3 × 3629.60 + 0.10."""
+    sandbox = await open_sandbox()
+    # As floats, 3 * 3629.6 + 0.1 is 10888.900000000001, and reads 10888.9.
+    body = """{
+        "title": "№ 1", "total": 7953.36,
+        "jobs_attributes": [
+            {"amount": "3", "product_attributes": {"sku": "SET-12", "price": 3629.60}},
+            {"amount": 1, "product_attributes": {"sku": "BAG-1", "price": 0.10}}
+        ]
+    }"""
+    query = {"ignore_price_list": "true", "products_total_as_total": "true"}
+    status, text = await raw_request(
+        sandbox, "POST", "/agreements", params=query, body=body
+    )
+    assert status == 201
+    deal_id = json.loads(text)["id"]
+    _, text = await raw_request(sandbox, "GET", f"/agreements/{deal_id}")
+
+    answer = exact(text)
+    assert str(answer["total"]) == "10888.90"
+    assert [str(job["amount"]) for job in answer["jobs"]] == ["3", "1"]
+    assert [str(job["price"]) for job in answer["jobs"]] == ["3629.60", "0.10"]
+
+
+async def test_catalogue_price_wins_exactly(open_sandbox: OpenSandbox) -> None:
+    """Without ignore_price_list, the catalogue's Decimal price replaces the line's."""
+    catalogue = [
+        {"sku": "SET-12", "title": "Сервіз", "price": Decimal("3629.60")},
+        {"sku": "CUP-1", "title": "Чашка", "price": "450.50"},
+    ]
+    sandbox = await open_sandbox(catalogue=catalogue)
+    body = """{
+        "title": "№ 1", "total": 7953.36,
+        "jobs_attributes": [
+            {"amount": 2, "product_attributes": {"sku": "SET-12", "price": 1}},
+            {"amount": 1, "product_attributes": {"sku": "CUP-1", "price": 1.5}}
+        ]
+    }"""
+    query = {"products_total_as_total": "false"}
+    _, text = await raw_request(sandbox, "POST", "/agreements", params=query, body=body)
+    deal_id = json.loads(text)["id"]
+    _, deal_text = await raw_request(sandbox, "GET", f"/agreements/{deal_id}")
+    _, materials_text = await raw_request(sandbox, "GET", "/materials")
+
+    answer = exact(deal_text)
+    assert [str(job["price"]) for job in answer["jobs"]] == ["3629.60", "450.50"]
+    assert str(answer["total"]) == "7953.36"
+    prices = [str(item["price_amount"]) for item in exact(materials_text)["items"]]
+    assert prices == ["3629.60", "450.50"]
+
+
+def test_catalogue_file_keeps_prices_exact(tmp_path: Path) -> None:
+    """A catalogue price is a JSON number or a numeric string, read as a Decimal."""
+    path = tmp_path / "catalogue.json"
+    path.write_text(
+        '[{"sku": "A", "title": "a", "price": 3629.60},'
+        ' {"sku": "B", "title": "b", "price": " 3629.60 "},'
+        ' {"sku": "C", "title": "c", "price": 2}]'
+    )
+
+    items = read_catalogue(path)
+
+    assert [(sku, str(price)) for sku, _, price in items] == [
+        ("A", "3629.60"),
+        ("B", "3629.60"),
+        ("C", "2"),
+    ]
+    assert all(isinstance(price, Decimal) for _, _, price in items)
+
+
+@pytest.mark.parametrize("price", ['"п\'ятсот"', "true", "null", '"NaN"'])
+def test_catalogue_file_refuses_a_price_that_is_no_number(
+    tmp_path: Path, price: str
+) -> None:
+    """A catalogue item whose price is not a number is refused, naming the item."""
+    path = tmp_path / "catalogue.json"
+    path.write_text(f'[{{"sku": "A", "title": "a", "price": {price}}}]')
+
+    with pytest.raises(ValueError, match="item 0 needs"):
+        read_catalogue(path)
+
+
+def test_store_file_with_float_amounts_is_refused(tmp_path: Path) -> None:
+    """A file from when amounts were REAL is refused rather than read as floats."""
+    store_path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(store_path) as db:
+        db.execute("CREATE TABLE deals (id INTEGER PRIMARY KEY, total REAL)")
+    db.close()
+
+    with pytest.raises(ValueError, match=r"deals\.total is REAL"):
+        create_sandbox_app(store_path, TOKEN, None, "create")

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final, Self
@@ -62,6 +63,9 @@ _LOG = structlog.get_logger("ocsync.keepincrm")
 
 # Money leaves as JSON numbers, exactly as the Decimal holds it.
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+# Amounts in answers stay exact: 3629.60 must not come back as a float 3629.6.
+_ANSWER_DECODER = msgspec.json.Decoder(float_hook=Decimal)
 
 
 def custom_field_filter(field: str, value: str) -> tuple[str, str]:
@@ -291,7 +295,7 @@ class KeepinCRMClient:
         if not payload.strip():
             return None
         try:
-            return msgspec.json.decode(payload)
+            return _ANSWER_DECODER.decode(payload)
         except msgspec.DecodeError as exc:
             raise UnexpectedAnswer(
                 f"{where}: {status} with a body that is not JSON: {payload[:200]!r}",

@@ -23,6 +23,12 @@ placeholders (no dictionaries are kept). What the notes report is modelled as
 reported: re-sent `client_attributes` make a new client, lines re-sent without
 `id` are added again.
 
+Amounts are `Decimal` throughout, never floats: read from the body digit for
+digit (`sandbox_rules.decode_json`), kept as text in the file, and answered as
+JSON numbers spelt as they were sent (a price sent as 3629.60 reads back as
+3629.60, an amount sent as 2 as 2). Sandbox choice: a total made of its lines
+is rounded to kopecks, halves away from zero (Ruby BigDecimal's default mode).
+
 Fault injection (5xx, timeouts after storing, 429 bursts, dropped connections)
 belongs in a middleware appended to `app.middlewares` before the app starts:
 it then runs after the token check and around the handlers, which know nothing
@@ -32,12 +38,11 @@ of it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
-import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -50,14 +55,19 @@ from projections.keepincrm.sandbox_rules import (
     DealDraft,
     InvalidRequest,
     LineDraft,
+    decode_json,
+    encode_json,
     parse_deal_changes,
     parse_new_deal,
+    parse_number,
 )
 from projections.keepincrm.sandbox_store import SandboxStore
 
 UnknownArticle = Literal["create", "refuse"]
 PAGE_SIZE: Final = 25
 API_PREFIX: Final = "/v1"
+# A total made of its lines is kept to kopecks.
+_KOPECK: Final = Decimal("0.01")
 
 _LOG = structlog.get_logger("ocsync.keepincrm.sandbox")
 
@@ -70,9 +80,6 @@ class _Settings:
 
 _STORE: Final = web.AppKey("store", SandboxStore)
 _SETTINGS: Final = web.AppKey("settings", _Settings)
-_json_response = functools.partial(
-    web.json_response, dumps=functools.partial(json.dumps, ensure_ascii=False)
-)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -133,10 +140,13 @@ async def serve_sandbox(
         await runner.cleanup()
 
 
-def read_catalogue(path: Path) -> list[tuple[str, str, float]]:
-    """Read a catalogue file: a JSON list of `{"sku", "title", "price"}`."""
+def read_catalogue(path: Path) -> list[tuple[str, str, Decimal]]:
+    """Read a catalogue file: a JSON list of `{"sku", "title", "price"}`.
+
+    A price is a JSON number or a string holding one, kept as an exact Decimal.
+    """
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = decode_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"catalogue {path}: cannot read it as JSON: {exc}") from exc
     if not isinstance(entries, list):
@@ -144,17 +154,18 @@ def read_catalogue(path: Path) -> list[tuple[str, str, float]]:
 
     materials = []
     for index, entry in enumerate(entries):
+        price = parse_number(entry.get("price")) if isinstance(entry, dict) else None
         if not (
             isinstance(entry, dict)
             and isinstance(entry.get("sku"), str)
             and isinstance(entry.get("title"), str)
-            and isinstance(entry.get("price"), int | float)
+            and price is not None
         ):
             raise ValueError(
                 f"catalogue {path}: item {index} needs a text sku and title"
                 f" and a numeric price, got {entry!r:.120}"
             )
-        materials.append((entry["sku"], entry["title"], float(entry["price"])))
+        materials.append((entry["sku"], entry["title"], price))
     return materials
 
 
@@ -266,9 +277,9 @@ async def _list_clients(request: web.Request) -> web.StreamResponse:
 
 
 async def _json_body(request: web.Request) -> Any:
-    """The request's JSON body; malformed JSON gets the CRM's bare 400."""
+    """The request's JSON body, amounts as Decimal; malformed JSON gets a bare 400."""
     try:
-        return await request.json()
+        return decode_json(await request.read())
     except ValueError:
         raise web.HTTPBadRequest() from None
 
@@ -297,14 +308,17 @@ def _price_listed(store: SandboxStore, line: LineDraft) -> LineDraft:
     material = store.material_by_sku(line.sku) if line.sku else None
     if material is None:
         return line
-    return replace(line, price=material["price"])
+    return replace(line, price=Decimal(material["price"]))
 
 
 def _with_total(draft: DealDraft, products_total_as_total: str | None) -> DealDraft:
     """The deal total as the query asks; sandbox choice: no total sent, lines sum."""
-    lines_sum = sum(line.amount * (line.price or 0.0) for line in draft.lines)
+    lines_sum = sum(
+        (line.amount * (line.price or Decimal(0)) for line in draft.lines), Decimal(0)
+    )
     if products_total_as_total == "true" or draft.fields.get("total") is None:
-        return replace(draft, fields={**draft.fields, "total": round(lines_sum, 2)})
+        total = lines_sum.quantize(_KOPECK, rounding=ROUND_HALF_UP)
+        return replace(draft, fields={**draft.fields, "total": total})
     return draft
 
 
@@ -343,17 +357,17 @@ def _deal_view(store: SandboxStore, row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "title": row["title"],
-        "total": row["total"],
+        "total": _amount(row["total"]),
         # The sandbox records no payments.
-        "paid": 0.0,
-        "credit": row["total"],
+        "paid": Decimal(0),
+        "credit": _amount(row["total"]),
         "currency": row["currency"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "ordered_at": row["ordered_at"],
         "comment": row["comment"],
         "result": None,
-        "discount": row["discount"],
+        "discount": _amount(row["discount"]),
         "discount_kind": row["discount_kind"],
         # The sandbox keeps no dictionaries: names are placeholders.
         "stage": _named(row["stage_id"], "name", "stage"),
@@ -375,14 +389,14 @@ def _deal_view(store: SandboxStore, row: sqlite3.Row) -> dict[str, Any]:
 def _line_view(row: sqlite3.Row) -> dict[str, Any]:
     # Sandbox choice: keys with no known CRM field (a per-line comment) are
     # shown back beside the known ones, which they never override.
-    extra = json.loads(row["extra"])
+    extra = decode_json(row["extra"])
     return {
         **extra,
         "id": row["id"],
         "title": row["title"] or row["product_title"],
-        "amount": row["amount"],
+        "amount": _amount(row["amount"]),
         "sku": row["sku"],
-        "price": row["price"],
+        "price": _amount(row["price"]),
     }
 
 
@@ -391,7 +405,7 @@ def _client_view(row: sqlite3.Row, *, brief: bool = False) -> dict[str, Any]:
         "id": row["id"],
         "person": row["person"],
         "company": row["company"],
-        "phones": json.loads(row["phones"]),
+        "phones": decode_json(row["phones"]),
         "email": row["email"],
     }
     if brief:
@@ -401,7 +415,7 @@ def _client_view(row: sqlite3.Row, *, brief: bool = False) -> dict[str, Any]:
         "lead": bool(row["lead"]),
         "source_id": row["source_id"],
         "status_id": row["status_id"],
-        "custom_fields": json.loads(row["custom_fields"]),
+        "custom_fields": decode_json(row["custom_fields"]),
         "created_at": row["created_at"],
     }
 
@@ -412,7 +426,7 @@ def _material_view(row: sqlite3.Row) -> dict[str, Any]:
         "sku": row["sku"],
         "title": row["title"],
         "unit": row["unit"],
-        "price_amount": row["price"],
+        "price_amount": _amount(row["price"]),
         "cost_amount": None,
         "currency": row["currency"],
         "category": None,
@@ -420,6 +434,21 @@ def _material_view(row: sqlite3.Row) -> dict[str, Any]:
         "custom_fields": [],
         "irrelevant": False,
     }
+
+
+def _amount(text: str | None) -> Decimal | None:
+    """An amount column (the decimal's text) as the Decimal it was."""
+    return Decimal(text) if text is not None else None
+
+
+def _json_response(body: Any, status: int = 200) -> web.StreamResponse:
+    """`body` as JSON; amounts are bare numbers with the digits they were sent with."""
+    return web.Response(
+        body=encode_json(body),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def _named(item_id: int | None, key: str, kind: str) -> dict[str, Any] | None:

@@ -9,6 +9,11 @@ rejected by one integrator and accepted by another), the sandbox takes the
 strict side: it is there to catch our own mistakes before a live account does.
 By the same choice it refuses a deal naming both `client_id` and
 `client_attributes`, and a client with neither a person nor a company.
+
+Money is `Decimal` from the body to the answer: `decode_json` reads every JSON
+number with a fraction or an exponent as a `Decimal` holding the digits sent
+(`3629.60` stays `Decimal("3629.60")`), and `encode_json` writes a `Decimal`
+back as a bare JSON number with those same digits.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
+
+import msgspec
 
 DISCOUNT_KINDS: Final = frozenset({"absolute_discount", "percent_discount"})
 
@@ -46,6 +53,48 @@ _LINE_FIELDS: Final = frozenset(
 )
 _TRUE_FLAGS: Final = (True, 1, "1", "true")
 
+# Strict JSON (NaN, Infinity and bad UTF-8 are malformed); fractions as Decimal.
+_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
+# Decimals out as bare numbers, digit for digit; text stays UTF-8, not escaped.
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+def decode_json(data: bytes | str) -> Any:
+    """JSON with its fractional numbers as exact `Decimal`s (integers stay `int`).
+
+    Raises `ValueError` (a `msgspec.DecodeError`) on malformed JSON.
+    """
+    return _DECODER.decode(data)
+
+
+def encode_json(value: Any) -> bytes:
+    """`value` as UTF-8 JSON, each `Decimal` a JSON number with its own digits."""
+    return _ENCODER.encode(value)
+
+
+def parse_number(value: Any) -> Decimal | None:
+    """An exact amount from a JSON number or a string holding one; None otherwise.
+
+    Rails reads both spellings. Booleans and non-finite values are not amounts.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        # Not from a body (decode_json gives Decimals): its shortest spelling.
+        number = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+    else:
+        return None
+    return number if number.is_finite() else None
+
 
 class InvalidRequest(Exception):
     """A body the CRM would refuse with 422; `errors` maps field paths to messages."""
@@ -62,10 +111,10 @@ class LineDraft:
     # Where the line was in the body, for naming it in a refusal.
     path: str
     title: str | None
-    amount: float
+    amount: Decimal
     sku: str | None
     product_title: str | None
-    price: float | None
+    price: Decimal | None
     currency: str | None
     # Keys the CRM has no known column for (e.g. a per-line `comment`): kept
     # and shown back, so a person can see what we sent.
@@ -243,7 +292,7 @@ def _new_line(item: Any, path: str, errors: _Errors) -> LineDraft | None:
     return LineDraft(
         path=path,
         title=values.get("title"),
-        amount=values.get("amount", 0.0),
+        amount=values.get("amount", Decimal(0)),
         sku=values.get("sku"),
         product_title=values.get("product_title"),
         price=values.get("price"),
@@ -260,7 +309,7 @@ def _line_values(
     if "title" in item:
         values["title"] = _optional_text(item, "title", f"{path}.title", errors)
     if "amount" in item or not partial:
-        amount = _number(item.get("amount"))
+        amount = parse_number(item.get("amount"))
         if amount is None or amount <= 0:
             errors.add(f"{path}.amount", "must be a number greater than 0")
         else:
@@ -386,11 +435,11 @@ def _optional_text(
 
 def _optional_number(
     body: dict[str, Any], key: str, path: str, errors: _Errors
-) -> float | None:
+) -> Decimal | None:
     value = body.get(key)
     if value is None:
         return None
-    number = _number(value)
+    number = parse_number(value)
     if number is None:
         errors.add(path, "must be a number")
     return number
@@ -408,21 +457,6 @@ def _optional_id(
         errors.add(path, "must be a positive integer id")
         return None
     return value
-
-
-def _number(value: Any) -> float | None:
-    """A JSON number, or a string holding one (Rails reads both); None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-        return float(number) if number.is_finite() else None
-    return None
 
 
 def _is_text(value: Any) -> bool:

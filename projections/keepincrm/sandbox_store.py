@@ -5,6 +5,10 @@ body keys the CRM would drop), `deal_lines` (their lines, each with its own id),
 `deal_custom_fields`, `clients` and `materials` (the catalogue, seeded from a
 file or grown by lines with unknown articles; `origin` says which).
 
+Amounts (prices, line amounts, totals, discounts) are TEXT holding the
+`Decimal`'s own string, so `3629.60` reads as `3629.60` in the file and comes
+back as `Decimal("3629.60")`; a file made when they were REAL is refused.
+
 The store is synchronous on purpose: the sandbox serves one developer or one
 test on loopback, each call is a millisecond of local SQLite, and running the
 handlers one at a time on the event loop keeps every request atomic without
@@ -13,10 +17,10 @@ locks, as one database would.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +29,8 @@ from projections.keepincrm.sandbox_rules import (
     DealChanges,
     DealDraft,
     LineDraft,
+    decode_json,
+    encode_json,
 )
 
 _SCHEMA: Final = """
@@ -33,7 +39,7 @@ CREATE TABLE IF NOT EXISTS materials (
     sku TEXT UNIQUE,
     title TEXT NOT NULL,
     unit TEXT NOT NULL DEFAULT 'шт',
-    price REAL NOT NULL DEFAULT 0,
+    price TEXT NOT NULL DEFAULT '0',  -- a decimal, as text
     currency TEXT NOT NULL DEFAULT 'UAH',
     origin TEXT NOT NULL  -- 'catalogue' or 'deal line'
 );
@@ -53,9 +59,9 @@ CREATE TABLE IF NOT EXISTS deals (
     id INTEGER PRIMARY KEY,
     title TEXT NOT NULL,
     comment TEXT,
-    total REAL,
+    total TEXT,  -- a decimal, as text
     currency TEXT,
-    discount REAL,
+    discount TEXT,  -- a decimal, as text
     discount_kind TEXT,
     source_id INTEGER,
     main_responsible_id INTEGER,
@@ -72,10 +78,10 @@ CREATE TABLE IF NOT EXISTS deal_lines (
     id INTEGER PRIMARY KEY,
     deal_id INTEGER NOT NULL REFERENCES deals (id),
     title TEXT,
-    amount REAL NOT NULL,
+    amount TEXT NOT NULL,  -- a decimal, as text
     sku TEXT,
     product_title TEXT,
-    price REAL NOT NULL,
+    price TEXT NOT NULL,  -- a decimal, as text
     currency TEXT,
     material_id INTEGER REFERENCES materials (id),
     extra TEXT NOT NULL  -- JSON: line keys with no known CRM field
@@ -103,6 +109,15 @@ _DEAL_COLUMNS: Final = (
     "ordered_at",
 )
 
+# Columns holding amounts: TEXT, so SQLite keeps each decimal digit for digit.
+_MONEY_COLUMNS: Final = (
+    ("materials", "price"),
+    ("deals", "total"),
+    ("deals", "discount"),
+    ("deal_lines", "amount"),
+    ("deal_lines", "price"),
+)
+
 
 class SandboxStore:
     """Deals, lines, clients and materials the sandbox received, in SQLite."""
@@ -112,14 +127,35 @@ class SandboxStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.executescript(_SCHEMA)
+        try:
+            self._check_money_columns(path)
+        except ValueError:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         """Close the file; the store cannot be used afterwards."""
         self._db.close()
 
+    def _check_money_columns(self, path: Path) -> None:
+        # CREATE TABLE IF NOT EXISTS leaves an older file's REAL columns as they
+        # were, and SQLite would turn "3629.60" back into the float 3629.6.
+        for table, column in _MONEY_COLUMNS:
+            declared = {
+                row["name"]: row["type"]
+                for row in self._db.execute(f"PRAGMA table_info({table})")
+            }
+            if declared.get(column, "").upper() != "TEXT":
+                raise ValueError(
+                    f"sandbox store {path}: {table}.{column} is"
+                    f" {declared.get(column)!s}, not TEXT; the file was made by an"
+                    " older sandbox that kept amounts as floats; move it away"
+                    " or delete it"
+                )
+
     # Catalogue
 
-    def seed_materials(self, items: Iterable[tuple[str, str, float]]) -> None:
+    def seed_materials(self, items: Iterable[tuple[str, str, Decimal]]) -> None:
         """Add or refresh catalogue items `(sku, title, price)`, keyed by sku."""
         with self._transaction():
             self._db.executemany(
@@ -127,7 +163,7 @@ class SandboxStore:
                 " VALUES (?, ?, ?, 'catalogue')"
                 " ON CONFLICT (sku) DO UPDATE SET title = excluded.title,"
                 " price = excluded.price",
-                items,
+                [(sku, title, _text(price)) for sku, title, price in items],
             )
 
     def material_by_sku(self, sku: str) -> sqlite3.Row | None:
@@ -193,7 +229,7 @@ class SandboxStore:
                 f"INSERT INTO deals ({names}, created_at, updated_at)"
                 f" VALUES ({marks}, ?, ?)",
                 [
-                    *(draft.fields[c] for c in columns),
+                    *(_column(draft.fields[c]) for c in columns),
                     client_id,
                     _json(create_query),
                     _json(draft.unpermitted),
@@ -226,7 +262,7 @@ class SandboxStore:
             assignments = ", ".join(f"{column} = ?" for column in fields)
             self._db.execute(
                 f"UPDATE deals SET {assignments} WHERE id = ?",
-                [*fields.values(), deal_id],
+                [*map(_column, fields.values()), deal_id],
             )
 
             for edit in changes.line_edits:
@@ -317,10 +353,10 @@ class SandboxStore:
                 (
                     deal_id,
                     line.title,
-                    line.amount,
+                    _text(line.amount),
                     line.sku,
                     line.product_title,
-                    line.price if line.price is not None else 0.0,
+                    _text(line.price if line.price is not None else Decimal(0)),
                     line.currency,
                     material["id"] if material is not None else None,
                     _json(line.extra),
@@ -335,7 +371,7 @@ class SandboxStore:
             (
                 line.sku,
                 line.product_title or line.title or line.sku,
-                line.price if line.price is not None else 0.0,
+                _text(line.price if line.price is not None else Decimal(0)),
                 line.currency or "UAH",
             ),
         )
@@ -346,14 +382,14 @@ class SandboxStore:
         row = self._db.execute(
             "SELECT extra FROM deal_lines WHERE id = ?", (line_id,)
         ).fetchone()
-        columns = {**values, "extra": _json({**json.loads(row["extra"]), **extra})}
+        columns = {**values, "extra": _json({**decode_json(row["extra"]), **extra})}
         if "sku" in values:
             material = self.material_by_sku(values["sku"]) if values["sku"] else None
             columns["material_id"] = material["id"] if material is not None else None
         assignments = ", ".join(f"{column} = ?" for column in columns)
         self._db.execute(
             f"UPDATE deal_lines SET {assignments} WHERE id = ?",
-            [*columns.values(), line_id],
+            [*map(_column, columns.values()), line_id],
         )
 
     def _set_custom_fields(
@@ -402,9 +438,19 @@ def _row_id(cursor: sqlite3.Cursor) -> int:
     return cursor.lastrowid
 
 
+def _text(amount: Decimal) -> str:
+    """How an amount is kept: the decimal's own string, `3629.60` as `3629.60`."""
+    return str(amount)
+
+
+def _column(value: Any) -> Any:
+    """A value as bound to a column: amounts as their text, the rest as they are."""
+    return _text(value) if isinstance(value, Decimal) else value
+
+
 def _json(value: Any) -> str:
-    # Cyrillic stays readable in the file.
-    return json.dumps(value, ensure_ascii=False)
+    # Cyrillic stays readable in the file; amounts stay exact numbers.
+    return encode_json(value).decode("utf-8")
 
 
 def _now() -> str:
