@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from decimal import Decimal
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -30,6 +30,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from daemon.logs import configure_logging  # noqa: E402
 from projections.keepincrm.client import KeepinCRMClient  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "opencart"
@@ -48,6 +49,7 @@ def main() -> int:
         help="OpenCart SQL dumps (default: the sample shops site_a and site_b)",
     )
     args = parser.parse_args()
+    configure_logging(level="WARNING")
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -98,7 +100,10 @@ def main() -> int:
         )
         print(f"ocsync run --once exited {run.returncode}; log: {WORK / 'ocsync.log'}")
         base_url = f"http://127.0.0.1:{sandbox_port}/v1"
-        asyncio.run(_show_deals(base_url, token))
+        marker_field = tomllib.loads(config.read_text("utf-8"))["deals"][
+            "custom_fields"
+        ]["marker"]
+        asyncio.run(_show_deals(base_url, token, marker_field))
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
@@ -218,7 +223,7 @@ def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"demo: the sandbox did not start; see {WORK / 'sandbox.log'}")
 
 
-async def _show_deals(base_url: str, token: str) -> None:
+async def _show_deals(base_url: str, token: str, marker_field: str) -> None:
     table = Table(title="Deals in the sandbox CRM", show_lines=True)
     for column in ("site", "order", "client", "article", "qty", "price", "variant"):
         table.add_column(column)
@@ -234,7 +239,7 @@ async def _show_deals(base_url: str, token: str) -> None:
                 (
                     f["value"]
                     for f in deal.get("custom_fields_detailed", [])
-                    if ":" in str(f.get("value", ""))
+                    if f.get("name") == marker_field
                 ),
                 "?:?",
             )
@@ -249,13 +254,14 @@ async def _show_deals(base_url: str, token: str) -> None:
                     f"{client.get('person', '')}\n{phones}" if first else "",
                     str(job.get("sku", "")),
                     str(job.get("amount", "")),
-                    f"{Decimal(str(job.get('price', 0)))} {deal.get('currency', '')}",
+                    f"{job.get('price', '')} {deal.get('currency', '')}",
                     str(job.get("comment", "") or ""),
-                    f"{Decimal(str(deal.get('total', 0)))} {deal.get('currency', '')}"
+                    f"{deal.get('total', '')} {deal.get('currency', '')}"
                     if first
                     else "",
                 )
-    Console().print(table)
+    # Wide enough for the variant text when the output is not a terminal.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(f"{count} deals")
 
 
