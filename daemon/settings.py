@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,51 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 VariantTarget = Literal["line_comment", "line_title", "deal_comment"]
+UnlinkedArticles = Literal["send", "hold"]
+ClientMatch = Literal["phone_and_name", "phone", "never"]
+ShippingTarget = Literal["line", "field"]
+RoundingGap = Literal["line", "comment"]
 ARTICLE_FIELDS = ("model", "sku", "upc", "ean", "jan", "isbn", "mpn")
+
+# The JSON columns of `order` that hold custom field values by custom_field_id.
+CUSTOM_FIELD_COLUMNS = ("custom_field", "payment_custom_field", "shipping_custom_field")
+
+# Columns of OpenCart 3.0's `order` table (4.x adds a few, drops `fax`): a map
+# or rule naming any other column is a typo, refused at start.
+ORDER_COLUMNS = frozenset(
+    # A word list reads better here than sixty lines of one string each.
+    """
+    order_id invoice_no invoice_prefix store_id store_name store_url customer_id
+    customer_group_id firstname lastname email telephone fax custom_field
+    payment_firstname payment_lastname payment_company payment_address_1
+    payment_address_2 payment_city payment_postcode payment_country
+    payment_country_id payment_zone payment_zone_id payment_address_format
+    payment_custom_field payment_method payment_code shipping_firstname
+    shipping_lastname shipping_company shipping_address_1 shipping_address_2
+    shipping_city shipping_postcode shipping_country shipping_country_id
+    shipping_zone shipping_zone_id shipping_address_format shipping_custom_field
+    shipping_method shipping_code comment total order_status_id affiliate_id
+    commission marketing_id tracking language_id currency_id currency_code
+    currency_value ip forwarded_ip user_agent accept_language date_added
+    date_modified language_code payment_address_id shipping_address_id
+    subscription_id transaction_id
+    """.split()  # noqa: SIM905
+)
+
+# Emails checkout forms make up when the buyer gives none (fnmatch patterns).
+DEFAULT_DUMMY_EMAILS = (
+    "null@nu.ll",
+    "empty@*",
+    "noemail@*",
+    "no-email@*",
+    "no_email@*",
+    "nomail@*",
+    "none@*",
+    "*@localhost",
+    "*@localhost.*",
+    "*@*.invalid",
+    "*@example.invalid",
+)
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,23 +102,69 @@ class CaptureSettings(_Section, frozen=True, kw_only=True):
 
 
 class DealFieldSettings(_Section, frozen=True, kw_only=True):
-    """CRM custom field names (e.g. `field_12`) that deal facts go into."""
+    """CRM custom field names (e.g. `field_12`) that deal facts go into.
+
+    Every key but `marker` is optional: a fact with no field is not sent there.
+    """
 
     marker: str
     shipping_method: str | None = None
     payment_method: str | None = None
+    country: str | None = None
+    region: str | None = None
     city: str | None = None
+    branch: str | None = None
     address: str | None = None
+    recipient: str | None = None
+    comment: str | None = None
+    order_number: str | None = None
+    # The shipping cost, when `deals.shipping = "field"`.
+    shipping_cost: str | None = None
 
 
 class DealSettings(_Section, frozen=True, kw_only=True):
     language: str = "uk-ua"
     # The product codes tried in turn for the article; an empty one falls through.
     article_fields: tuple[str, ...] = ("model",)
+    # A line whose article has no CRM catalogue item: send it anyway (the CRM
+    # may create an item) or hold the whole deal until the item exists.
+    unlinked_articles: UnlinkedArticles = "send"
     variant_target: VariantTarget = "line_comment"
     line_comment_key: str = "comment"
     phone_region: str = "UA"
+    dummy_emails: tuple[str, ...] = DEFAULT_DUMMY_EMAILS
+    # Reuse an existing CRM client found by phone: only when the name matches
+    # too (a family sharing a phone stays apart), on the phone alone, or never.
+    client_match: ClientMatch = "phone_and_name"
+    # Shipping and other charges as lines of their own, or in a deal field.
+    shipping: ShippingTarget = "line"
+    # Parts a little short of the total shown: a small line, or a comment.
+    rounding_gap: RoundingGap = "line"
+    rounding_title: str = "Округлення"
+    # Method codes (`shipping_code`, `payment_code`) to Ukrainian names, e.g.
+    # "novaposhta.department" = "Нова Пошта, відділення".
+    methods: dict[str, str] = {}
+    # Text as shops store it (city, region, branch typed in Russian or Latin
+    # letters) to its Ukrainian name, e.g. "Одесса" = "Одеса".
+    glossary: dict[str, str] = {}
     custom_fields: DealFieldSettings
+
+
+class QuickOrderSettings(_Section, frozen=True, kw_only=True):
+    """How a site's quick orders ("купити в 1 клік") are recognised and sent.
+
+    An `order` row is a quick order when every rule given matches: empty
+    shipping and payment methods, an email from `emails`, a comment holding
+    `comment_marker`. A module that keeps its own table is read with `query`
+    (see the README for the columns it must return).
+    """
+
+    empty_methods: bool = False
+    emails: tuple[str, ...] = ()
+    comment_marker: str | None = None
+    query: str | None = None
+    title_prefix: str = "Швидке замовлення"
+    source_id: int | None = None
 
 
 class DatabaseUrl(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,9 +186,38 @@ class SiteSettings(_Section, frozen=True, kw_only=True):
     title: str = ""
     database: str
     table_prefix: str = "oc_"
+    # One store of a multi-store install (None: every store of the database).
+    store_id: int | None = None
     source_id: int
     responsible_id: int
     sync_from: int | str
+    funnel_id: int | None = None
+    # The stage of a new deal when its status has no entry in `stages`.
+    stage_id: int | None = None
+    # order_status_id -> stage_id ("1" = 101); a status change moves the deal.
+    stages: dict[str, int] = {}
+    # Statuses that close the deal as failed (e.g. 7 Canceled, 8 Denied).
+    failed_statuses: tuple[int, ...] = ()
+
+    def stage_for(self, status_id: int) -> int | None:
+        """The stage mapped to a shop status, else the site's default stage."""
+        return self.stages.get(str(status_id), self.stage_id)
+
+    # A display step for shops that round shown prices their own way, e.g.
+    # "1" (whole hryvnia) or "0.50"; None keeps OpenCart's rule.
+    price_step: str | None = None
+    # Where the delivery branch is kept: "shipping_address_1",
+    # "city_colon_branch" ("Київ : Відділення №1" in shipping_city),
+    # "custom_field:<id>", or "query:<name>.<column>" (a column of `queries`).
+    branch_from: str = "shipping_address_1"
+    # OpenCart custom fields ("custom_field.<id>", "payment_custom_field.<id>",
+    # "shipping_custom_field.<id>") and order columns ("order.<column>") to
+    # CRM custom field names.
+    custom_fields: dict[str, str] = {}
+    # Named SQL run per batch of orders; each must return an `order_id` column
+    # and take `%(order_ids)s`. Rows travel in the snapshot (`extras[name]`).
+    queries: dict[str, str] = {}
+    quick_order: QuickOrderSettings | None = None
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,6 +373,7 @@ def _check_site(site: SiteSettings, index: int) -> None:
         raise SettingsError(
             f"{where}.table_prefix: {site.table_prefix!r} is not a valid identifier"
         )
+    _check_site_maps(site, where)
     try:
         parse_sync_from(site.sync_from)
     except ValueError as exc:
@@ -260,6 +381,71 @@ def _check_site(site: SiteSettings, index: int) -> None:
             f'{where}.sync_from: {site.sync_from!r} is not "all", an order id '
             "or a date (YYYY-MM-DD)"
         ) from exc
+
+
+_BRANCH_SOURCES = ("shipping_address_1", "city_colon_branch")
+_CUSTOM_FIELD_KEY = re.compile(
+    r"^(custom_field|payment_custom_field|shipping_custom_field)\.(\d+)$"
+)
+
+
+def _check_site_maps(site: SiteSettings, where: str) -> None:
+    """Refuse maps and rules that name a field no OpenCart order has."""
+    for status in site.stages:
+        if not status.isdigit():
+            raise SettingsError(f"{where}.stages: {status!r} is not an order_status_id")
+
+    if site.price_step is not None:
+        try:
+            step = Decimal(site.price_step)
+        except InvalidOperation:
+            step = Decimal(0)
+        if not step.is_finite() or step <= 0:
+            raise SettingsError(
+                f"{where}.price_step: {site.price_step!r} is not a positive amount"
+            )
+
+    for name, sql in site.queries.items():
+        if "%(order_ids)s" not in sql:
+            raise SettingsError(
+                f"{where}.queries.{name}: the query must take %(order_ids)s"
+            )
+
+    source = site.branch_from
+    kind, _, detail = source.partition(":")
+    if source in _BRANCH_SOURCES or (kind == "custom_field" and detail.isdigit()):
+        pass
+    elif kind == "query" and detail.partition(".")[0] in site.queries:
+        if not detail.partition(".")[2]:
+            raise SettingsError(
+                f"{where}.branch_from: {source!r} names no column (query:NAME.COLUMN)"
+            )
+    else:
+        raise SettingsError(
+            f"{where}.branch_from: {source!r} is not shipping_address_1, "
+            "city_colon_branch, custom_field:<id> or query:<name>.<column> "
+            "of a query in queries"
+        )
+
+    for key in site.custom_fields:
+        table, _, column = key.partition(".")
+        if table == "order":
+            if column not in ORDER_COLUMNS:
+                raise SettingsError(
+                    f"{where}.custom_fields: {key!r}: the order has no column "
+                    f"{column!r}"
+                )
+        elif not _CUSTOM_FIELD_KEY.match(key):
+            raise SettingsError(
+                f"{where}.custom_fields: {key!r} is not order.<column> or "
+                "custom_field.<id> (or payment_/shipping_custom_field.<id>)"
+            )
+
+    quick_query = site.quick_order.query if site.quick_order else None
+    if quick_query is not None and "%(after_id)s" not in quick_query:
+        raise SettingsError(
+            f"{where}.quick_order.query: the query must take %(after_id)s"
+        )
 
 
 def _check_unique_names(sites: list[SiteSettings]) -> None:

@@ -98,6 +98,9 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True):
     custom_fields: Names = {}
     custom_field_values: Names = {}
     order_statuses: Names = {}
+    # country_id -> ISO 3166-1 alpha-2 (`country.iso_code_2`), for country
+    # names in the managers' language.
+    country_codes: dict[int, str] = {}
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,6 +118,14 @@ class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     shop: dict[str, str]
     languages: list[Language]
     catalogue: Catalogue
+    # "order" for an `order` row; "quick_order" for a row of a quick-order
+    # module's own table (read by the site's `quick_order.query`).
+    kind: str = "order"
+    # Upload codes of file options -> the file name the buyer uploaded.
+    uploads: dict[str, str] = {}
+    # Rows the site's own queries (`sites[].queries`) returned for this order,
+    # by query name: Nova Poshta references, checkout module tables, ...
+    extras: dict[str, list[Row]] = {}
 
     @property
     def status_id(self) -> int:
