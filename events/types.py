@@ -103,8 +103,14 @@ def decode(payload: bytes) -> Event:
     return _decoder.decode(payload)
 
 
-def order_stream(site: str, order_id: int) -> str:
-    """The stream of one order, which is also the marker its deal carries."""
+def order_stream(site: str, order_id: int, kind: str = "order") -> str:
+    """The stream of one order, which is also the marker its deal carries.
+
+    A quick order kept in a module's own table has ids of its own, so its
+    stream is told apart: `site_a:quick-12`.
+    """
+    if kind == "quick_order":
+        return f"{site}:quick-{order_id}"
     return f"{site}:{order_id}"
 
 

@@ -158,7 +158,12 @@ class _DealBuilder:
             _joined(order.get("payment_address_1"), order.get("payment_address_2")),
         )
         wanted = [
-            (fields.marker, order_stream(self.site.name, self.snapshot.order_id)),
+            (
+                fields.marker,
+                order_stream(
+                    self.site.name, self.snapshot.order_id, self.snapshot.kind
+                ),
+            ),
             (fields.shipping_method, order.get("shipping_method") or ""),
             (fields.payment_method, order.get("payment_method") or ""),
             (fields.city, city),
