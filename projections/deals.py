@@ -109,6 +109,14 @@ class DealProjection:
             await self._advance(record)
             return
 
+        # A request whose answer was lost may have made the deal: settle that
+        # first, since it needs no deal body (a newer snapshot may not map).
+        if state.unanswered_request and await self._adopt_existing(
+            record, state, bound
+        ):
+            result.found += 1
+            return
+
         try:
             deal = deal_for(
                 snapshot, self._settings.site(snapshot.site), self._settings.deals
@@ -123,12 +131,6 @@ class DealProjection:
                 ),
             )
             result.parked += 1
-            return
-
-        if state.unanswered_request and await self._adopt_existing(
-            record, state, bound
-        ):
-            result.found += 1
             return
 
         await self._create(record, state, deal, bound, result)
