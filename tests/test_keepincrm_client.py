@@ -26,7 +26,7 @@ from projections.keepincrm import (
     ValidationFailed,
     serve_sandbox,
 )
-from projections.keepincrm.client import nested_line_changes
+from projections.keepincrm.client import close_as_failed_fields, nested_line_changes
 from projections.keepincrm.sandbox import (
     UnknownArticle,
     create_sandbox_app,
@@ -351,6 +351,100 @@ async def test_unknown_deal_is_not_found(open_sandbox: OpenSandbox) -> None:
             await crm.update_deal(404, {"comment": "x"})
 
 
+async def test_deal_closed_as_failed_reads_back(open_sandbox: OpenSandbox) -> None:
+    """A PATCH merging close_as_failed_fields and a stage reads back with both."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        opened = await crm.get_deal(deal_id)
+        await crm.update_deal(deal_id, {"stage_id": 19, **close_as_failed_fields()})
+        closed = await crm.get_deal(deal_id)
+        won_id = await crm.create_deal(order_deal("2", result="successful"))
+        won = await crm.get_deal(won_id)
+
+    assert close_as_failed_fields() == {"result": "failed"}
+    assert (opened["result"], opened["stage"]["id"]) == (None, 11)
+    assert (closed["result"], closed["stage"]["id"]) == ("failed", 19)
+    assert won["result"] == "successful"
+
+
+@pytest.mark.parametrize("result", ["lost", "", 1, ["failed"]])
+async def test_deal_result_other_than_the_read_shape_is_refused(
+    open_sandbox: OpenSandbox, result: Any
+) -> None:
+    """A result other than null, "successful" or "failed" is a 422, and not kept."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        with pytest.raises(ValidationFailed) as on_patch:
+            await crm.update_deal(deal_id, {"result": result, "comment": "x"})
+        with pytest.raises(ValidationFailed) as on_create:
+            await crm.create_deal(order_deal("2", result=result))
+        deals = [deal async for deal in crm.list_deals()]
+
+    expected = {"result": ["must be null or one of failed, successful"]}
+    assert on_patch.value.status == 422
+    assert on_patch.value.errors == expected
+    assert on_create.value.errors == expected
+    assert [(d["id"], d["result"], d["comment"]) for d in deals] == [
+        (deal_id, None, "Нова Пошта, Київ, відділення 12")
+    ]
+
+
+async def test_deal_comments_are_added_and_read_back(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """add_deal_comment returns the new id; the deal reads its comments in order."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        before = await crm.get_deal(deal_id)
+        first = await crm.add_deal_comment(
+            deal_id, "<b>Скасовано</b>: немає в наявності"
+        )
+        second = await crm.add_deal_comment(deal_id, "Клієнт повідомлений")
+        deal = await crm.get_deal(deal_id)
+        status, text = await raw_request(
+            sandbox, "POST", f"/agreements/{deal_id}/comments", body='{"note": "3"}'
+        )
+
+    assert before["comments"] == []
+    assert second > first
+    assert [(c["id"], c["note"]) for c in deal["comments"]] == [
+        (first, "<b>Скасовано</b>: немає в наявності"),
+        (second, "Клієнт повідомлений"),
+    ]
+    assert all(isinstance(c["created_at"], str) for c in deal["comments"])
+    assert status == 201
+    assert set(json.loads(text)) == {"id", "note", "created_at"}
+
+
+async def test_deal_comment_on_an_unknown_deal_is_not_found(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """A comment on a deal that does not exist raises NotFound."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        with pytest.raises(NotFound):
+            await crm.add_deal_comment(404, "x")
+
+
+@pytest.mark.parametrize("note", ["", "  \n "])
+async def test_blank_deal_comment_is_refused(
+    open_sandbox: OpenSandbox, note: str
+) -> None:
+    """A blank note is a 422 naming `note`, and adds nothing."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        with pytest.raises(ValidationFailed) as caught:
+            await crm.add_deal_comment(deal_id, note)
+        deal = await crm.get_deal(deal_id)
+
+    assert caught.value.errors == {"note": ["can't be blank"]}
+    assert deal["comments"] == []
+
+
 async def test_finds_clients_by_part_of_a_phone(open_sandbox: OpenSandbox) -> None:
     """A client made with a deal is found by its phone, in full or in part."""
     sandbox = await open_sandbox()
@@ -632,6 +726,34 @@ def test_catalogue_file_refuses_a_price_that_is_no_number(
 
     with pytest.raises(ValueError, match="item 0 needs"):
         read_catalogue(path)
+
+
+async def test_store_file_without_result_column_gains_it(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """A file made before deals had `result` is opened with it, its deals open."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+    with sqlite3.connect(sandbox.store_path) as db:
+        db.execute("ALTER TABLE deals DROP COLUMN result")
+        db.execute("DROP TABLE deal_comments")
+    db.close()
+
+    app = create_sandbox_app(sandbox.store_path, TOKEN, None, "create")
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with KeepinCRMClient(str(server.make_url("/v1")), TOKEN) as crm:
+            assert (await crm.get_deal(deal_id))["result"] is None
+            await crm.update_deal(deal_id, close_as_failed_fields())
+            await crm.add_deal_comment(deal_id, "Скасовано")
+            deal = await crm.get_deal(deal_id)
+    finally:
+        await server.close()
+
+    assert deal["result"] == "failed"
+    assert [c["note"] for c in deal["comments"]] == ["Скасовано"]
 
 
 def test_store_file_with_float_amounts_is_refused(tmp_path: Path) -> None:

@@ -79,6 +79,17 @@ def custom_field_filter(field: str, value: str) -> tuple[str, str]:
     return (f"q[custom_fields_jcont][{field}]", value)
 
 
+def close_as_failed_fields() -> JSONObject:
+    """The fields that close a deal as failed, to merge into a PATCH body.
+
+    guess: no source shows how the API closes a deal. The read shape of
+    `GET /agreements/{id}` has `result` (null, "successful" or "failed"), so we
+    infer that a PATCH setting `result` to "failed" does it; it may instead take
+    a stage of the funnel, or a call of its own.
+    """
+    return {"result": "failed"}
+
+
 def nested_line_changes(
     *,
     changed: Mapping[int, Mapping[str, Any]] | None = None,
@@ -200,6 +211,22 @@ class KeepinCRMClient:
     async def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> None:
         """Change a deal's fields; lines change only by their `id` (see the notes)."""
         await self._request("PATCH", f"/agreements/{deal_id}", body=fields)
+
+    async def add_deal_comment(self, deal_id: int, note: str) -> int:
+        """Add a comment (HTML accepted) to a deal; return the comment's id.
+
+        seen: `POST /agreements/{id}/comments` with `{"note": ...}`. The answer
+        carrying the new comment's `id` is the sandbox's shape, unconfirmed live.
+        """
+        path = f"/agreements/{deal_id}/comments"
+        answer = await self._request("POST", path, body={"note": note})
+        comment_id = _expect_object(answer, f"POST {path}").get("id")
+        if not isinstance(comment_id, int) or isinstance(comment_id, bool):
+            raise UnexpectedAnswer(
+                f"POST {path}: the answer has no comment id: {answer!r:.200}",
+                status=201,
+            )
+        return comment_id
 
     async def list_materials(self, **filters: Any) -> AsyncIterator[JSONObject]:
         """Every catalogue item ("material") matching the Ransack `filters`."""

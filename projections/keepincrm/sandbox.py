@@ -6,6 +6,7 @@ Routes (under `/v1`, each behind the `X-Auth-Token` check):
     GET   /agreements          paged, `q[title_eq]`, `q[custom_fields_jcont][<name>]`
     GET   /agreements/{id}     the read shape of the API notes
     PATCH /agreements/{id}     fields, and lines Rails-style (*schema* grade)
+    POST  /agreements/{id}/comments   `{"note"}`, 201 {id, note, created_at}
     GET   /materials           paged, `q[sku_eq]`; seeded from a catalogue file
     GET   /clients             paged, `q[trigram_idx_cont]` (a phone, or part of one)
 
@@ -19,9 +20,15 @@ field (a per-line `comment`) are stored and shown back in `jobs`; custom field
 values are kept as text, filtered by exact value under the name as sent, and
 merged by name on PATCH; a PATCH naming a line the deal lacks answers 404, as
 Rails would; lists run oldest first; stage, funnel and source names are
-placeholders (no dictionaries are kept). What the notes report is modelled as
-reported: re-sent `client_attributes` make a new client, lines re-sent without
-`id` are added again.
+placeholders (no dictionaries are kept), but `stage.id` is the `stage_id` last
+sent; `result` (null, "successful" or "failed") is taken on create and PATCH
+like any scalar field (*guess*: see the client's `close_as_failed_fields`); a
+deal's comments are shown in its read shape as `comments` [{id, note,
+created_at}], oldest first (the real read shape has no such list that we know
+of), and adding one leaves the deal's `updated_at` as it was; a blank note is
+refused with 422. What the notes report is modelled as reported: re-sent
+`client_attributes` make a new client, lines re-sent without `id` are added
+again.
 
 Amounts are `Decimal` throughout, never floats: read from the body digit for
 digit (`sandbox_rules.decode_json`), kept as text in the file, and answered as
@@ -57,6 +64,7 @@ from projections.keepincrm.sandbox_rules import (
     LineDraft,
     decode_json,
     encode_json,
+    parse_comment,
     parse_deal_changes,
     parse_new_deal,
     parse_number,
@@ -109,6 +117,7 @@ def create_sandbox_app(
             web.get(f"{API_PREFIX}/agreements", _list_deals),
             web.get(API_PREFIX + r"/agreements/{deal_id:\d+}", _get_deal),
             web.patch(API_PREFIX + r"/agreements/{deal_id:\d+}", _change_deal),
+            web.post(API_PREFIX + r"/agreements/{deal_id:\d+}/comments", _add_comment),
             web.get(f"{API_PREFIX}/materials", _list_materials),
             web.get(f"{API_PREFIX}/clients", _list_clients),
         ]
@@ -258,6 +267,19 @@ async def _change_deal(request: web.Request) -> web.StreamResponse:
     return _json_response(_deal_view(store, row))
 
 
+async def _add_comment(request: web.Request) -> web.StreamResponse:
+    store = request.app[_STORE]
+    deal_id = int(request.match_info["deal_id"])
+    if store.deal(deal_id) is None:
+        return _not_found()
+    try:
+        note = parse_comment(await _json_body(request))
+    except InvalidRequest as refusal:
+        return _refused(refusal)
+    row = store.add_deal_comment(deal_id, note)
+    return _json_response(_comment_view(row), status=201)
+
+
 async def _list_materials(request: web.Request) -> web.StreamResponse:
     filters = _ransack_filters(request)
     sku = filters.pop("sku_eq", None)
@@ -366,7 +388,7 @@ def _deal_view(store: SandboxStore, row: sqlite3.Row) -> dict[str, Any]:
         "updated_at": row["updated_at"],
         "ordered_at": row["ordered_at"],
         "comment": row["comment"],
-        "result": None,
+        "result": row["result"],
         "discount": _amount(row["discount"]),
         "discount_kind": row["discount_kind"],
         # The sandbox keeps no dictionaries: names are placeholders.
@@ -383,7 +405,13 @@ def _deal_view(store: SandboxStore, row: sqlite3.Row) -> dict[str, Any]:
         ],
         "deliveries": [],
         "jobs": [_line_view(line) for line in store.deal_lines(row["id"])],
+        # Sandbox choice: the real read shape has no comments list we know of.
+        "comments": [_comment_view(c) for c in store.deal_comments(row["id"])],
     }
+
+
+def _comment_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "note": row["note"], "created_at": row["created_at"]}
 
 
 def _line_view(row: sqlite3.Row) -> dict[str, Any]:

@@ -10,6 +10,12 @@ strict side: it is there to catch our own mistakes before a live account does.
 By the same choice it refuses a deal naming both `client_id` and
 `client_attributes`, and a client with neither a person nor a company.
 
+A deal's `result` is what the read shape of `GET /agreements/{id}` shows:
+null (open), "successful" or "failed". The sandbox takes it on create and on
+PATCH and refuses any other value; that the API takes it there at all is a
+*guess* (no source shows how a deal is closed), kept in the client's
+`close_as_failed_fields`.
+
 Money is `Decimal` from the body to the answer: `decode_json` reads every JSON
 number with a fraction or an exponent as a `Decimal` holding the digits sent
 (`3629.60` stays `Decimal("3629.60")`), and `encode_json` writes a `Decimal`
@@ -25,6 +31,8 @@ from typing import Any, Final
 import msgspec
 
 DISCOUNT_KINDS: Final = frozenset({"absolute_discount", "percent_discount"})
+# A deal's `result` besides null (still open), as the read shape shows it.
+DEAL_RESULTS: Final = frozenset({"successful", "failed"})
 
 # Deal fields kept as columns; each maps to how its value is checked.
 _TEXT_FIELDS: Final = ("comment", "currency", "ordered_at")
@@ -39,6 +47,7 @@ _DEAL_FIELDS: Final = frozenset(
     {
         "title",
         "discount_kind",
+        "result",
         "client_id",
         "client_attributes",
         "jobs_attributes",
@@ -253,6 +262,25 @@ def parse_deal_changes(body: Any) -> DealChanges:
     return changes
 
 
+def parse_comment(body: Any) -> str:
+    """The note of a `POST /agreements/{id}/comments` body, kept as sent (HTML too).
+
+    Refuses a body without a note, or whose note is not text or is blank.
+    """
+    errors = _Errors()
+    if not isinstance(body, dict):
+        errors.add("base", "the body must be a JSON object")
+        raise InvalidRequest(errors.by_field)
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        errors.add("note", "must be text")
+    elif not _is_text(note):
+        errors.add("note", "can't be blank")
+    errors.raise_if_any()
+    assert isinstance(note, str)
+    return note
+
+
 class _Errors:
     def __init__(self) -> None:
         self.by_field: dict[str, list[str]] = {}
@@ -281,6 +309,8 @@ def _deal_fields(body: dict[str, Any], errors: _Errors) -> dict[str, Any]:
             fields[name] = _optional_id(body, name, name, errors)
     if "discount_kind" in body:
         fields["discount_kind"] = _discount_kind(body, "discount_kind", errors)
+    if "result" in body:
+        fields["result"] = _deal_result(body, errors)
     return fields
 
 
@@ -417,8 +447,21 @@ def _discount_kind(
     body: dict[str, Any], key: str, errors: _Errors, path: str | None = None
 ) -> str | None:
     value = body.get(key)
-    if value is not None and value not in DISCOUNT_KINDS:
+    if value is not None and (
+        not isinstance(value, str) or value not in DISCOUNT_KINDS
+    ):
         errors.add(path or key, f"must be one of {', '.join(sorted(DISCOUNT_KINDS))}")
+        return None
+    return value
+
+
+def _deal_result(body: dict[str, Any], errors: _Errors) -> str | None:
+    value = body.get("result")
+    # A list or an object is unhashable: test the type before the set.
+    if value is not None and (not isinstance(value, str) or value not in DEAL_RESULTS):
+        errors.add(
+            "result", f"must be null or one of {', '.join(sorted(DEAL_RESULTS))}"
+        )
         return None
     return value
 

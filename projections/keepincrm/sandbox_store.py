@@ -2,8 +2,12 @@
 
 Tables: `deals` (one row per deal, with the create call's query options and any
 body keys the CRM would drop), `deal_lines` (their lines, each with its own id),
-`deal_custom_fields`, `clients` and `materials` (the catalogue, seeded from a
-file or grown by lines with unknown articles; `origin` says which).
+`deal_custom_fields`, `deal_comments`, `clients` and `materials` (the catalogue,
+seeded from a file or grown by lines with unknown articles; `origin` says which).
+
+A file made before a column was added to the schema gets it on open (`ALTER
+TABLE ... ADD COLUMN`, empty in the deals already there): see `_ADDED_COLUMNS`.
+New tables come from `CREATE TABLE IF NOT EXISTS` alone.
 
 Amounts (prices, line amounts, totals, discounts) are TEXT holding the
 `Decimal`'s own string, so `3629.60` reads as `3629.60` in the file and comes
@@ -69,6 +73,7 @@ CREATE TABLE IF NOT EXISTS deals (
     stage_id INTEGER,
     client_id INTEGER REFERENCES clients (id),
     ordered_at TEXT,
+    result TEXT CHECK (result IN ('successful', 'failed')),  -- NULL: open
     create_query TEXT NOT NULL,  -- JSON: the query options of the create call
     unpermitted TEXT NOT NULL,  -- JSON: body keys the CRM has no field for
     created_at TEXT NOT NULL,
@@ -92,7 +97,19 @@ CREATE TABLE IF NOT EXISTS deal_custom_fields (
     value TEXT,
     PRIMARY KEY (deal_id, name)
 );
+CREATE TABLE IF NOT EXISTS deal_comments (
+    id INTEGER PRIMARY KEY,
+    deal_id INTEGER NOT NULL REFERENCES deals (id),
+    note TEXT NOT NULL,  -- as sent, HTML and all
+    created_at TEXT NOT NULL
+);
 """
+
+# Columns added to a table after files were made without them, each with its
+# declaration as in `_SCHEMA`; an older file gets them on open.
+_ADDED_COLUMNS: Final = (
+    ("deals", "result", "TEXT CHECK (result IN ('successful', 'failed'))"),
+)
 
 # Deal columns a create or a PATCH may set directly.
 _DEAL_COLUMNS: Final = (
@@ -107,6 +124,7 @@ _DEAL_COLUMNS: Final = (
     "funnel_id",
     "stage_id",
     "ordered_at",
+    "result",
 )
 
 # Columns holding amounts: TEXT, so SQLite keeps each decimal digit for digit.
@@ -132,6 +150,7 @@ class SandboxStore:
         except ValueError:
             self._db.close()
             raise
+        self._add_missing_columns()
 
     def close(self) -> None:
         """Close the file; the store cannot be used afterwards."""
@@ -151,6 +170,17 @@ class SandboxStore:
                     f" {declared.get(column)!s}, not TEXT; the file was made by an"
                     " older sandbox that kept amounts as floats; move it away"
                     " or delete it"
+                )
+
+    def _add_missing_columns(self) -> None:
+        # CREATE TABLE IF NOT EXISTS leaves an older file's tables as they were.
+        for table, column, declaration in _ADDED_COLUMNS:
+            declared = {
+                row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")
+            }
+            if column not in declared:
+                self._db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {column} {declaration}"
                 )
 
     # Catalogue
@@ -296,6 +326,23 @@ class SandboxStore:
             "SELECT name, value FROM deal_custom_fields"
             " WHERE deal_id = ? ORDER BY rowid",
             (deal_id,),
+        ).fetchall()
+
+    def add_deal_comment(self, deal_id: int, note: str) -> sqlite3.Row:
+        """Add a comment to a deal that exists; the deal itself stays as it was."""
+        cursor = self._db.execute(
+            "INSERT INTO deal_comments (deal_id, note, created_at) VALUES (?, ?, ?)",
+            (deal_id, note, _now()),
+        )
+        row: sqlite3.Row = self._db.execute(
+            "SELECT * FROM deal_comments WHERE id = ?", (_row_id(cursor),)
+        ).fetchone()
+        return row
+
+    def deal_comments(self, deal_id: int) -> list[sqlite3.Row]:
+        """A deal's comments, oldest first."""
+        return self._db.execute(
+            "SELECT * FROM deal_comments WHERE deal_id = ? ORDER BY id", (deal_id,)
         ).fetchall()
 
     def deals(
