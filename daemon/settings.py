@@ -32,6 +32,7 @@ UnlinkedArticles = Literal["send", "hold"]
 ClientMatch = Literal["phone_and_name", "phone", "never"]
 ShippingTarget = Literal["line", "field"]
 RoundingGap = Literal["line", "comment"]
+LineUpdate = Literal["replace", "comment"]
 ARTICLE_FIELDS = ("model", "sku", "upc", "ean", "jan", "isbn", "mpn")
 
 # The JSON columns of `order` that hold custom field values by custom_field_id.
@@ -141,6 +142,11 @@ class DealSettings(_Section, frozen=True, kw_only=True):
     # Parts a little short of the total shown: a small line, or a comment.
     rounding_gap: RoundingGap = "line"
     rounding_title: str = "Округлення"
+    # How a deal's lines are corrected after creation: "replace" (remove the
+    # lines ocsync sent by their CRM ids, add the right ones) or "comment"
+    # (leave the lines, add a comment listing the right ones) for accounts
+    # where replacing misbehaves.
+    line_update: LineUpdate = "replace"
     # Method codes (`shipping_code`, `payment_code`) to Ukrainian names, e.g.
     # "novaposhta.department" = "Нова Пошта, відділення".
     methods: dict[str, str] = {}
