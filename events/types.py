@@ -36,8 +36,10 @@ class DealRequested(_Event, frozen=True, kw_only=True):
 
     marker: str
     deal: dict[str, Any]
-    # Position of the snapshot event the deal was built from.
+    # Position of the snapshot event the deal was built from, and the shop
+    # status it had (a later status change moves the deal's stage).
     source_position: int
+    order_status: int = 0
 
 
 class DealCreated(_Event, frozen=True, kw_only=True):
@@ -61,6 +63,32 @@ class DealCreateFailed(_Event, frozen=True, kw_only=True):
     retryable: bool
 
 
+class DealUpdated(_Event, frozen=True, kw_only=True):
+    """An existing deal was corrected in place to match a newer snapshot.
+
+    `deal` is the whole deal as it now stands on our side (what a later change
+    is compared with); `changes` is the PATCH body that was sent.
+    """
+
+    marker: str
+    deal_id: int
+    deal: dict[str, Any]
+    changes: dict[str, Any]
+    status: int
+    source_position: int
+    order_status: int = 0
+
+
+class DealUpdateFailed(_Event, frozen=True, kw_only=True):
+    """The CRM refused a correction, or it could not be mapped; the deal stays."""
+
+    marker: str
+    deal_id: int
+    status: int
+    error: str
+    retryable: bool
+
+
 class CatalogueLinked(_Event, frozen=True, kw_only=True):
     """An article now links to a CRM catalogue item (None: no item has it)."""
 
@@ -75,6 +103,8 @@ Event = (
     | DealRequested
     | DealCreated
     | DealCreateFailed
+    | DealUpdated
+    | DealUpdateFailed
     | CatalogueLinked
 )
 
@@ -84,6 +114,8 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "DealRequested": 1,
     "DealCreated": 1,
     "DealCreateFailed": 1,
+    "DealUpdated": 1,
+    "DealUpdateFailed": 1,
     "CatalogueLinked": 1,
 }
 

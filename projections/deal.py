@@ -6,17 +6,17 @@ new settings recomputes deals from the log alone.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
-
-import phonenumbers
 
 from daemon.settings import DealSettings, SiteSettings
 from events.snapshot import Line, OrderSnapshot
-from events.types import order_stream
 from projections.catalogue_names import CatalogueNames, variant_pairs, variant_text
+from projections.deal_client import FieldWarning, client_for
+from projections.deal_fields import custom_fields_for, delivery_for, delivery_notes
+from projections.deal_totals import ProductLine, settle_totals
 from projections.errors import DealMappingError
-from projections.money import DisplayRule, MoneyError, exact
+from projections.money import DisplayRule, MoneyError
+from projections.quick_orders import is_quick_order
 
 Deal = dict[str, Any]
 
@@ -27,12 +27,22 @@ def deal_for(snapshot: OrderSnapshot, site: SiteSettings, deals: DealSettings) -
     Raises `DealMappingError` (site, order, field) when the order cannot be
     turned into a correct deal; the caller parks it with that reason.
     """
+    deal, _ = deal_with_warnings(snapshot, site, deals)
+    return deal
+
+
+def deal_with_warnings(
+    snapshot: OrderSnapshot, site: SiteSettings, deals: DealSettings
+) -> tuple[Deal, list[FieldWarning]]:
+    """The deal, and what was odd but not fatal: (field, message) to log."""
+    builder = _DealBuilder(snapshot, site, deals)
     try:
-        return _DealBuilder(snapshot, site, deals).build()
+        deal = builder.build()
     except MoneyError as exc:
         raise DealMappingError(
             site.name, snapshot.order_id, exc.field, str(exc)
         ) from exc
+    return deal, builder.warnings
 
 
 class _DealBuilder:
@@ -44,7 +54,9 @@ class _DealBuilder:
         self.site = site
         self.deals = deals
         self.names = CatalogueNames(snapshot, deals.language)
+        self.quick = is_quick_order(snapshot, site.quick_order)
         self.comment: list[str] = []
+        self.warnings: list[FieldWarning] = []
 
     def build(self) -> Deal:
         currency = self.snapshot.currency
@@ -54,34 +66,81 @@ class _DealBuilder:
                 "the order's currency row no longer exists, so its decimal "
                 "places are unknown",
             )
-        rule = DisplayRule.of(self.snapshot, currency.decimal_place)
+        rule = DisplayRule.of(
+            self.snapshot, currency.decimal_place, self.site.price_step
+        )
 
         # Lines first: variant text may add to the deal comment.
         lines = [self._line(line, rule, currency.code) for line in self.snapshot.lines]
+        products = [
+            ProductLine(
+                title=job["title"],
+                quantity=line.quantity,
+                unit_price=job["product_attributes"]["price"],
+                line_total_shown=rule.line_total(line),
+            )
+            for job, line in zip(lines, self.snapshot.lines, strict=True)
+        ]
+        settled = settle_totals(
+            self.snapshot,
+            rule,
+            products,
+            self.deals,
+            quick=self.quick,
+            currency_code=currency.code,
+        )
+
+        client = client_for(self.snapshot, self.deals)
+        delivery = delivery_for(self.snapshot, self.site, self.deals, self.names)
+        fields, field_warnings = custom_fields_for(
+            self.snapshot, self.site, self.deals, delivery, self.names
+        )
+        fields += [
+            {"name": name, "value": value} for name, value in settled.custom_fields
+        ]
+        self.warnings += [*client.warnings, *delivery.warnings, *field_warnings]
+
         deal: Deal = {
             "title": self._title(),
-            "source_id": self.site.source_id,
+            "source_id": self._source_id(),
             "main_responsible_id": self.site.responsible_id,
             "currency": currency.code,
-            "total": self._total(rule),
-            "jobs_attributes": lines,
-            "client_attributes": self._client(),
-            "custom_fields": self._custom_fields(),
+            **settled.deal_fields(),
+            "jobs_attributes": lines + settled.extra_lines,
+            "client_attributes": client.attributes,
+            "custom_fields": fields,
         }
-        if self.comment:
-            deal["comment"] = "\n".join(self.comment)
+        if self.site.funnel_id is not None:
+            deal["funnel_id"] = self.site.funnel_id
+        stage_id = self.site.stage_for(self.snapshot.status_id)
+        if stage_id is not None:
+            deal["stage_id"] = stage_id
+
+        # What the manager reads first: who and where, then the money as shown.
+        comment = [
+            *client.comment,
+            *delivery_notes(self.snapshot, self.site, self.deals, delivery),
+            *self.comment,
+            *settled.comment,
+        ]
+        if comment:
+            deal["comment"] = "\n".join(comment)
 
         return deal
 
     def _title(self) -> str:
-        return f"№{self.snapshot.order_id} {self.site.title}".strip()
+        title = f"№{self.snapshot.order_id} {self.site.title}".strip()
+        if self.quick and self.site.quick_order is not None:
+            return f"{self.site.quick_order.title_prefix} {title}".strip()
+        if self.quick:
+            return f"Швидке замовлення {title}"
+        return title
 
-    def _total(self, rule: DisplayRule) -> Decimal:
-        # The `total` row is what the customer saw; `order.total` equals it.
-        for row in self.snapshot.totals:
-            if row.code == "total":
-                return rule.shown(exact(row.value, "order_total.total"))
-        return rule.shown(exact(self.order.get("total"), "order.total"))
+    def _source_id(self) -> int:
+        rule = self.site.quick_order
+        if self.quick and rule is not None and rule.source_id is not None:
+            return rule.source_id
+        return self.site.source_id
 
     def _line(self, line: Line, rule: DisplayRule, currency: str) -> dict[str, Any]:
         if line.quantity <= 0:
@@ -122,60 +181,6 @@ class _DealBuilder:
             )
         return article
 
-    def _client(self) -> dict[str, Any]:
-        person = _full_name(self.order.get("firstname"), self.order.get("lastname"))
-        client: dict[str, Any] = {"person": person or "Покупець"}
-
-        typed_phone = (self.order.get("telephone") or "").strip()
-        phone = _normalised_phone(typed_phone, self.deals.phone_region)
-        if phone:
-            client["phones"] = [phone]
-        elif typed_phone:
-            self.comment.append(f"Телефон (як введено): {typed_phone}")
-
-        email = (self.order.get("email") or "").strip()
-        if email:
-            client["email"] = email
-
-        recipient = _full_name(
-            self.order.get("shipping_firstname"), self.order.get("shipping_lastname")
-        )
-        if recipient and recipient != person:
-            self.comment.append(f"Отримувач: {recipient}")
-
-        customer_comment = (self.order.get("comment") or "").strip()
-        if customer_comment:
-            self.comment.append(f"Коментар покупця: {customer_comment}")
-
-        return client
-
-    def _custom_fields(self) -> list[dict[str, str]]:
-        fields = self.deals.custom_fields
-        order = self.order
-        city = _first(order.get("shipping_city"), order.get("payment_city"))
-        address = _first(
-            _joined(order.get("shipping_address_1"), order.get("shipping_address_2")),
-            _joined(order.get("payment_address_1"), order.get("payment_address_2")),
-        )
-        wanted = [
-            (
-                fields.marker,
-                order_stream(
-                    self.site.name, self.snapshot.order_id, self.snapshot.kind
-                ),
-            ),
-            (fields.shipping_method, order.get("shipping_method") or ""),
-            (fields.payment_method, order.get("payment_method") or ""),
-            (fields.city, city),
-            (fields.address, address),
-        ]
-
-        return [
-            {"name": name, "value": value.strip()}
-            for name, value in wanted
-            if name and value.strip()
-        ]
-
     def _error(self, field: str, reason: str) -> DealMappingError:
         return DealMappingError(self.site.name, self.snapshot.order_id, field, reason)
 
@@ -193,28 +198,3 @@ def line_article(line: Line, article_fields: tuple[str, ...]) -> str | None:
         if code:
             return code
     return line.codes.get("model", "").strip() or line.model.strip() or None
-
-
-def _normalised_phone(typed: str, region: str) -> str | None:
-    """`+380671234567` from any common spelling, None when it is no phone number."""
-    if not typed:
-        return None
-    try:
-        number = phonenumbers.parse(typed, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _full_name(first: str | None, last: str | None) -> str:
-    return " ".join(part.strip() for part in (first, last) if part and part.strip())
-
-
-def _joined(*parts: str | None) -> str:
-    return ", ".join(part.strip() for part in parts if part and part.strip())
-
-
-def _first(*values: str | None) -> str:
-    return next((value.strip() for value in values if value and value.strip()), "")

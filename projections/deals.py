@@ -1,8 +1,10 @@
 """The deal projection: from order events in the log to deals in KeepinCRM.
 
 For each captured snapshot the projection works out the deal the order should be
-(`deal_for`, pure), records its intent (`DealRequested`) before the create call
-and the CRM's answer afterwards (`DealCreated` / `DealCreateFailed`). Its
+(`deal_for`, pure). An order with no deal yet gets one: its intent is recorded
+(`DealRequested`) before the create call and the CRM's answer afterwards
+(`DealCreated` / `DealCreateFailed`). An order whose deal exists has it
+corrected in place (`DealUpdated`), never created twice. The projection's
 position in the log is written in the same append as those outcome events.
 
 KeepinCRM has no external id on deals: the log is the record of which deal
@@ -12,21 +14,27 @@ response) is settled by looking the deal up by its marker before creating again.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from daemon.settings import Settings
-from events.store import EventStore, RecordedEvent, StreamAppend
+from events.snapshot import OrderSnapshot
+from events.store import EventStore, StreamAppend
 from events.types import (
     DealCreated,
     DealCreateFailed,
     DealRequested,
+    DealUpdateFailed,
     Event,
     OrderChanged,
     OrderPlaced,
 )
-from projections.deal import Deal, deal_for
+from projections.deal import Deal, deal_with_warnings, line_article
+from projections.deal_client import client_for, pick_client
+from projections.deal_corrections import CorrectionFailed, correct_deal
 from projections.errors import DealMappingError, ProjectionError
 from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.errors import (
@@ -37,9 +45,12 @@ from projections.keepincrm.errors import (
 from projections.order_state import OrderState, fold
 
 CHECKPOINT = "projection:deals"
+# Orders held until their articles exist in the CRM catalogue.
+HELD = "projection:deals:held"
 _BATCH = 200
 
 log = structlog.get_logger("ocsync.deals")
+Logger = structlog.typing.FilteringBoundLogger
 
 
 class CrmUnavailable(ProjectionError):
@@ -50,13 +61,15 @@ class CrmUnavailable(ProjectionError):
 class DealsResult:
     created: int = 0
     found: int = 0
+    updated: int = 0
     parked: int = 0
+    held: int = 0
     unchanged: int = 0
     failed: list[str] = field(default_factory=list)
 
 
 class DealProjection:
-    """Tails the log from its checkpoint and creates the deals it finds missing."""
+    """Tails the log from its checkpoint: creates missing deals, corrects others."""
 
     def __init__(
         self, store: EventStore, crm: KeepinCRMClient, settings: Settings
@@ -64,6 +77,9 @@ class DealProjection:
         self._store = store
         self._crm = crm
         self._settings = settings
+        self._position = 0
+        self._held: set[str] = set()
+        self._known_articles: set[str] = set()
 
     async def run_once(self) -> DealsResult:
         """Project every event after the checkpoint; raises `CrmUnavailable`.
@@ -72,93 +88,111 @@ class DealProjection:
         past that order, so the next run picks it up again (marker first).
         """
         result = DealsResult()
-        position = int(await self._store.checkpoint(CHECKPOINT) or 0)
+        self._position = int(await self._store.checkpoint(CHECKPOINT) or 0)
+        self._held = set(json.loads(await self._store.checkpoint(HELD) or "[]"))
 
-        while batch := await self._store.read_all(after=position, limit=_BATCH):
+        # Held orders first: their articles may have reached the catalogue.
+        for stream in sorted(self._held):
+            state = fold(stream, await self._store.read_stream(stream))
+            await self._sync(state, result)
+
+        while batch := await self._store.read_all(after=self._position, limit=_BATCH):
             for record in batch:
                 if isinstance(record.event, OrderPlaced | OrderChanged):
-                    await self._project(record, result)
-                position = record.position
-            await self._store.set_checkpoints({CHECKPOINT: str(position)})
+                    state = fold(
+                        record.stream, await self._store.read_stream(record.stream)
+                    )
+                    # An older snapshot of an order changed again later in the
+                    # log is passed over: the newest one is synced at its turn.
+                    if state.snapshot_position == record.position:
+                        await self._sync(state, result, at=record.position)
+                self._position = record.position
+            await self._store.set_checkpoints(self._checkpoints())
 
         log.info(
             "deals projected",
-            position=position,
+            position=self._position,
             created=result.created,
             found=result.found,
+            updated=result.updated,
             parked=result.parked,
+            held=result.held,
             unchanged=result.unchanged,
         )
         return result
 
-    async def _project(self, record: RecordedEvent, result: DealsResult) -> None:
-        state = fold(record.stream, await self._store.read_stream(record.stream))
+    async def _sync(
+        self, state: OrderState, result: DealsResult, at: int | None = None
+    ) -> None:
+        """Bring one order's deal in line with its newest snapshot."""
         snapshot = state.snapshot
+        assert snapshot is not None
+        if at is not None:
+            self._position = at
         bound = log.bind(
-            stream=record.stream, position=record.position, site=None, order_id=None
+            site=snapshot.site,
+            order_id=snapshot.order_id,
+            stream=state.stream,
+            position=state.snapshot_position,
         )
-        if snapshot is None or state.snapshot_position != record.position:
-            # A newer snapshot of this order is further on in the log.
-            return
-        bound = bound.bind(site=snapshot.site, order_id=snapshot.order_id)
-
-        if state.deal_id is not None:
-            # Updating an existing deal is the replay's work; never create twice.
-            bound.info("deal exists", deal_id=state.deal_id)
-            result.unchanged += 1
-            await self._advance(record)
-            return
+        site = self._settings.site(snapshot.site)
 
         # A request whose answer was lost may have made the deal: settle that
         # first, since it needs no deal body (a newer snapshot may not map).
-        if state.unanswered_request and await self._adopt_existing(
-            record, state, bound
-        ):
+        unsettled = state.deal_id is None and state.unanswered_request
+        if unsettled and await self._adopt_existing(state, bound):
             result.found += 1
             return
 
         try:
-            deal = deal_for(
-                snapshot, self._settings.site(snapshot.site), self._settings.deals
-            )
+            deal, warnings = deal_with_warnings(snapshot, site, self._settings.deals)
         except DealMappingError as exc:
             bound.warning("order parked", field=exc.field, reason=str(exc))
-            await self._record(
-                record,
-                state,
-                DealCreateFailed(
-                    marker=record.stream, status=0, error=str(exc), retryable=False
-                ),
-            )
+            await self._park(state, exc)
             result.parked += 1
             return
+        for field_name, message in warnings:
+            bound.warning("order field kept as typed", field=field_name, reason=message)
 
-        await self._create(record, state, deal, bound, result)
+        if state.deal_id is not None:
+            await self._correct(state, deal, bound, result)
+            return
+
+        if self._settings.deals.unlinked_articles == "hold":
+            missing = await self._unlinked_articles(snapshot)
+            if missing:
+                await self._hold(state, missing, bound)
+                result.held += 1
+                return
+        self._held.discard(state.stream)
+
+        await self._create(state, snapshot, deal, bound, result)
 
     async def _create(
         self,
-        record: RecordedEvent,
         state: OrderState,
+        snapshot: OrderSnapshot,
         deal: Deal,
-        bound: structlog.typing.FilteringBoundLogger,
+        bound: Logger,
         result: DealsResult,
     ) -> None:
+        body = await self._with_known_client(snapshot, deal, bound)
         requested = DealRequested(
-            marker=record.stream, deal=deal, source_position=record.position
+            marker=state.stream,
+            deal=body,
+            source_position=state.snapshot_position,
+            order_status=snapshot.status_id,
         )
-        [written] = await self._store.append(
-            [StreamAppend(record.stream, state.version, [requested])]
-        )
-        state.version = written.version
+        await self._append(state, requested, with_checkpoints=False)
 
         try:
-            deal_id = await self._crm.create_deal(deal)
+            deal_id = await self._crm.create_deal(body)
         except (Unauthorized, PaymentRequired) as exc:
             bound.error("crm refused the account", status=exc.status, error=str(exc))
             raise CrmUnavailable(str(exc)) from exc
         except KeepinCRMError as exc:
             failure = DealCreateFailed(
-                marker=record.stream,
+                marker=state.stream,
                 status=exc.status,
                 error=str(exc),
                 retryable=exc.retryable,
@@ -166,67 +200,164 @@ class DealProjection:
             if exc.retryable:
                 # Keep the checkpoint here: the next run settles this order.
                 bound.warning("deal create failed", status=exc.status, error=str(exc))
-                await self._store.append(
-                    [StreamAppend(record.stream, state.version, [failure])]
-                )
-                result.failed.append(record.stream)
+                await self._append(state, failure, with_checkpoints=False)
+                result.failed.append(state.stream)
                 raise CrmUnavailable(str(exc)) from exc
             bound.warning("order parked", status=exc.status, reason=str(exc))
-            await self._record(record, state, failure)
+            await self._append(state, failure)
             result.parked += 1
             return
 
         bound.info("deal created", deal_id=deal_id, status=201)
-        await self._record(
-            record,
-            state,
-            DealCreated(marker=record.stream, deal_id=deal_id, status=201),
+        await self._append(
+            state, DealCreated(marker=state.stream, deal_id=deal_id, status=201)
         )
         result.created += 1
 
-    async def _adopt_existing(
-        self,
-        record: RecordedEvent,
-        state: OrderState,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> bool:
+    async def _correct(
+        self, state: OrderState, deal: Deal, bound: Logger, result: DealsResult
+    ) -> None:
+        assert state.snapshot is not None
+        site = self._settings.site(state.snapshot.site)
+        try:
+            outcome = await correct_deal(
+                self._store,
+                self._crm,
+                state,
+                deal,
+                site,
+                self._checkpoints(),
+                bound.bind(deal_id=state.deal_id),
+            )
+        except CorrectionFailed as exc:
+            bound.warning(
+                "deal correction failed", status=exc.error.status, error=str(exc)
+            )
+            raise CrmUnavailable(str(exc)) from exc
+        match outcome:
+            case "updated":
+                result.updated += 1
+            case "unchanged":
+                result.unchanged += 1
+            case "refused":
+                result.parked += 1
+
+    async def _with_known_client(
+        self, snapshot: OrderSnapshot, deal: Deal, bound: Logger
+    ) -> Deal:
+        """The deal naming an existing CRM client, when settings allow and one fits.
+
+        KeepinCRM keeps one card per client; a wrong merge shows one customer's
+        order on another's card, so by default the name must match as well.
+        """
+        match = self._settings.deals.client_match
+        facts = client_for(snapshot, self._settings.deals)
+        if match == "never" or facts.phone is None:
+            return deal
+        try:
+            candidates = await self._crm.find_clients_by_phone(facts.phone)
+        except KeepinCRMError as exc:
+            if exc.retryable:
+                raise CrmUnavailable(str(exc)) from exc
+            return deal
+        client_id = pick_client(candidates, facts, match)
+        if client_id is None:
+            return deal
+        bound.info("existing client reused", client_id=client_id)
+        body = {key: value for key, value in deal.items() if key != "client_attributes"}
+        body["client_id"] = client_id
+        return body
+
+    async def _unlinked_articles(self, snapshot: OrderSnapshot) -> list[str]:
+        """Articles of the order that no CRM catalogue item carries (yet)."""
+        fields = self._settings.deals.article_fields
+        missing = []
+        for line in snapshot.lines:
+            article = line_article(line, fields)
+            if article is None or article in self._known_articles:
+                continue
+            try:
+                found = [m async for m in self._crm.list_materials(sku_eq=article)]
+            except KeepinCRMError as exc:
+                raise CrmUnavailable(str(exc)) from exc
+            if any(str(item.get("sku", "")).strip() == article for item in found):
+                self._known_articles.add(article)
+            else:
+                missing.append(article)
+        return missing
+
+    async def _hold(self, state: OrderState, missing: list[str], bound: Logger) -> None:
+        reason = (
+            f"held: article {', '.join(missing)} has no item in the CRM catalogue "
+            '(deals.unlinked_articles = "hold")'
+        )
+        already = state.failure is not None and state.failure.error == reason
+        self._held.add(state.stream)
+        if already:
+            await self._store.set_checkpoints(self._checkpoints())
+            return
+        bound.warning("order held", field="product_attributes.sku", reason=reason)
+        await self._append(
+            state,
+            DealCreateFailed(
+                marker=state.stream, status=0, error=reason, retryable=True
+            ),
+        )
+
+    async def _park(self, state: OrderState, exc: DealMappingError) -> None:
+        self._held.discard(state.stream)
+        event: Event = DealCreateFailed(
+            marker=state.stream, status=0, error=str(exc), retryable=False
+        )
+        if state.deal_id is not None:
+            event = DealUpdateFailed(
+                marker=state.stream,
+                deal_id=state.deal_id,
+                status=0,
+                error=str(exc),
+                retryable=False,
+            )
+        await self._append(state, event)
+
+    async def _adopt_existing(self, state: OrderState, bound: Logger) -> bool:
         """After a request with no answer, find the deal the CRM may have made."""
         marker_field = self._settings.deals.custom_fields.marker
         try:
             found = await self._crm.find_deals_by_custom_field(
-                marker_field, record.stream
+                marker_field, state.stream
             )
         except KeepinCRMError as exc:
             raise CrmUnavailable(str(exc)) from exc
 
-        matching = [deal for deal in found if _carries_marker(deal, record.stream)]
+        matching = [deal for deal in found if _carries_marker(deal, state.stream)]
         if not matching:
             return False
 
         deal_id = int(min(deal["id"] for deal in matching))
         bound.info("deal found by marker", deal_id=deal_id)
-        await self._record(
-            record,
-            state,
-            DealCreated(marker=record.stream, deal_id=deal_id, status=200),
+        await self._append(
+            state, DealCreated(marker=state.stream, deal_id=deal_id, status=200)
         )
         return True
 
-    async def _record(
-        self, record: RecordedEvent, state: OrderState, outcome: Event
+    async def _append(
+        self, state: OrderState, event: Event, *, with_checkpoints: bool = True
     ) -> None:
-        """Append the outcome and move the checkpoint past this order, together."""
+        """Append an outcome; with it, the position and the held orders."""
+        checkpoints = self._checkpoints() if with_checkpoints else None
         [written] = await self._store.append(
-            [StreamAppend(record.stream, state.version, [outcome])],
-            checkpoints={CHECKPOINT: str(record.position)},
+            [StreamAppend(state.stream, state.version, [event])], checkpoints
         )
         state.version = written.version
 
-    async def _advance(self, record: RecordedEvent) -> None:
-        await self._store.set_checkpoints({CHECKPOINT: str(record.position)})
+    def _checkpoints(self) -> dict[str, str]:
+        return {
+            CHECKPOINT: str(self._position),
+            HELD: json.dumps(sorted(self._held)),
+        }
 
 
-def _carries_marker(deal: dict[str, object], marker: str) -> bool:
+def _carries_marker(deal: dict[str, Any], marker: str) -> bool:
     # The CRM's custom-field filter matches by containment: `site_a:1` would
     # also find `site_a:12`, so compare the value exactly.
     fields = deal.get("custom_fields_detailed") or deal.get("custom_fields") or []

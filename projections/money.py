@@ -5,6 +5,10 @@ it as `round(amount * order.currency_value, currency.decimal_place)`, rounding
 half away from zero like PHP's `round`. With `config_tax` on, a unit price is
 shown with its tax. The order's own `currency_value` is the rate at order time;
 the currency row's `value` is today's rate and is never used for an old order.
+
+A site that displays custom-rounded prices (`price_step`, e.g. "1" for whole
+hryvnia) rounds every converted amount half away from zero to a multiple of
+its step instead.
 """
 
 from __future__ import annotations
@@ -38,22 +42,54 @@ def round_half_away(amount: Decimal, places: int) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
-class DisplayRule:
-    """How one order's amounts were shown: its rate, decimal places and tax mode."""
+def round_to_step(amount: Decimal, step: Decimal, places: int) -> Decimal:
+    """The nearest multiple of `step`, halves away from zero.
 
-    def __init__(self, rate: Decimal, places: int, prices_with_tax: bool) -> None:
+    The result keeps at least `places` decimals (a step of 1 in a currency
+    of 2 places gives 4537.00), more when the step itself is finer.
+    """
+    steps = (amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    step_places = max(0, -int(step.as_tuple().exponent))
+    return round_half_away(steps * step, max(places, step_places))
+
+
+class DisplayRule:
+    """How one order's amounts were shown: rate, decimal places, tax mode, step.
+
+    `step` None is OpenCart's own rule; a step rounds every amount shown (unit
+    prices, line totals, total rows) to a multiple of it after conversion.
+    """
+
+    def __init__(
+        self,
+        rate: Decimal,
+        places: int,
+        prices_with_tax: bool,
+        step: Decimal | None = None,
+    ) -> None:
         self.rate = rate
         self.places = places
         self.prices_with_tax = prices_with_tax
+        self.step = step
 
     @classmethod
-    def of(cls, snapshot: OrderSnapshot, places: int) -> DisplayRule:
+    def of(
+        cls, snapshot: OrderSnapshot, places: int, price_step: str | None = None
+    ) -> DisplayRule:
+        """The rule of one order; `price_step` is the site's `price_step` setting."""
         rate = exact(snapshot.order.get("currency_value"), "currency_value")
         prices_with_tax = snapshot.shop.get("config_tax", "0").strip() == "1"
-        return cls(rate, places, prices_with_tax)
+        step = None
+        if price_step is not None:
+            step = exact(price_step, "price_step")
+            if step <= 0:
+                raise MoneyError("price_step", price_step)
+        return cls(rate, places, prices_with_tax, step)
 
     def shown(self, amount: Decimal) -> Decimal:
         """An amount in the base currency as the storefront displayed it."""
+        if self.step is not None:
+            return round_to_step(amount * self.rate, self.step, self.places)
         return round_half_away(amount * self.rate, self.places)
 
     def unit_price(self, line: Line) -> Decimal:

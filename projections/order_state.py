@@ -11,6 +11,8 @@ from events.types import (
     DealCreated,
     DealCreateFailed,
     DealRequested,
+    DealUpdated,
+    DealUpdateFailed,
     OrderChanged,
     OrderPlaced,
 )
@@ -18,17 +20,20 @@ from events.types import (
 
 @dataclass
 class OrderState:
-    """One order stream folded: enough to decide create, wait or nothing."""
+    """One order stream folded: enough to decide create, update or nothing."""
 
     stream: str
     version: int = 0
     snapshot: OrderSnapshot | None = None
     snapshot_position: int = 0
     deal_id: int | None = None
-    # The last deal body sent (or about to be), and whether it got an answer.
-    requested: dict[str, Any] | None = None
+    # The deal as last sent (the create body, then each correction), and the
+    # shop status of the snapshot it was built from.
+    sent: dict[str, Any] | None = None
+    sent_status: int = 0
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
+    update_failure: DealUpdateFailed | None = None
 
     @property
     def parked(self) -> bool:
@@ -49,8 +54,9 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case OrderPlaced(snapshot=snapshot) | OrderChanged(snapshot=snapshot):
                 state.snapshot = snapshot
                 state.snapshot_position = record.position
-            case DealRequested(deal=deal):
-                state.requested = deal
+            case DealRequested(deal=deal, order_status=status):
+                state.sent = deal
+                state.sent_status = status
                 state.unanswered_request = True
                 state.failure = None
             case DealCreated(deal_id=deal_id):
@@ -62,4 +68,10 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 # A refusal is an answer; a lost answer is not.
                 if 0 < failure.status < 500 and failure.status != 429:
                     state.unanswered_request = False
+            case DealUpdated(deal=deal, order_status=status):
+                state.sent = deal
+                state.sent_status = status
+                state.update_failure = None
+            case DealUpdateFailed() as failure:
+                state.update_failure = failure
     return state

@@ -28,7 +28,7 @@ MARKER_FIELD = "field_7"
 
 
 @dataclass
-class Crm:
+class SandboxCrm:
     url: str
     store: Path
 
@@ -41,12 +41,12 @@ async def shops(
 
 
 @pytest.fixture
-async def crm(tmp_path: Path) -> AsyncIterator[Crm]:
+async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxCrm]:
     store = tmp_path / "crm.db"
     app = create_sandbox_app(store, TOKEN, None, "create")
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    yield Crm(url=str(server.make_url("/v1")), store=store)
+    yield SandboxCrm(url=str(server.make_url("/v1")), store=store)
     await server.close()
 
 

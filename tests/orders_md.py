@@ -36,6 +36,8 @@ class ShownOrder:
     telephone: str
     total: str
     lines: list[ShownLine] = field(default_factory=list)
+    # (title, amount) of each total row, in the order the page showed them.
+    totals: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def confirmed(self) -> bool:
@@ -70,6 +72,14 @@ def shown_orders(path: Path = FIXTURES / "ORDERS.md") -> list[ShownOrder]:
                 line_total=row["displayed line total"],
             )
         )
+    for row in sections["Order totals (displayed, in display order)"]:
+        shown = row["totals as shown (title -> amount)"]
+        orders[(row["site"], int(row["order_id"]))].totals = [
+            (title.strip(), amount.strip().strip("`"))
+            for title, _, amount in (
+                part.partition(" -> ") for part in shown.split("; ")
+            )
+        ]
     return list(orders.values())
 
 

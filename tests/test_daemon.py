@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 
 from tests.conftest import OpenCartShop
-from tests.e2e_support import REPO, TOKEN, Crm, deals_by_marker, write_settings
+from tests.e2e_support import REPO, TOKEN, SandboxCrm, deals_by_marker, write_settings
 
 # Bounds on waiting for the daemon, not timings under test: a slow machine
 # only makes the test wait longer before it gives up.
 _PATIENCE_SECONDS = 60
 
 
-async def wait_for_deals(crm: Crm, count: int) -> set[str]:
+async def wait_for_deals(sandbox: SandboxCrm, count: int) -> set[str]:
     async with asyncio.timeout(_PATIENCE_SECONDS):
-        while len(markers := set(await deals_by_marker(crm.url))) < count:
+        while len(markers := set(await deals_by_marker(sandbox.url))) < count:
             await asyncio.sleep(0.2)
     return markers
 
@@ -39,17 +39,17 @@ async def start_daemon(config: Path) -> asyncio.subprocess.Process:
 
 
 async def test_daemon_syncs_new_orders_and_stops_on_sigterm(
-    shops: dict[str, OpenCartShop], crm: Crm, tmp_path: Path
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """Running, it sends an order confirmed later; SIGTERM ends it with exit 0."""
-    config = write_settings(tmp_path / "settings.toml", shops, crm.url)
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     daemon = await start_daemon(config)
     try:
-        before = await wait_for_deals(crm, 14)
+        before = await wait_for_deals(sandbox, 14)
 
         # site_a #5 was never confirmed; a payment callback confirms it now (C1).
         await shops["site_a"].add_history(5, 2, at="2026-12-03 19:30:00")
-        after = await wait_for_deals(crm, 15)
+        after = await wait_for_deals(sandbox, 15)
 
         daemon.send_signal(signal.SIGTERM)
         async with asyncio.timeout(_PATIENCE_SECONDS):

@@ -13,10 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from projections.deal_totals import is_service_article
 from tests.conftest import OpenCartShop
 from tests.e2e_support import (
     SOURCES,
-    Crm,
+    SandboxCrm,
     deals_by_marker,
     run_ocsync,
     write_settings,
@@ -95,8 +96,26 @@ async def check_deal(
     assert Decimal(str(deal["total"])) == shown_amount(order.total, places), where
     assert deal["client"]["person"] == order.buyer, where
 
+    # The deal adds up to the total shown, with nothing hidden.
+    lines_sum = sum(
+        Decimal(str(job["price"])) * Decimal(str(job["amount"])) for job in deal["jobs"]
+    )
+    discount = Decimal(str(deal.get("discount") or 0))
+    assert lines_sum - discount == Decimal(str(deal["total"])), where
+
+    # Every total row as the customer saw it, title and amount, in the comment.
+    comment = {
+        title: amount
+        for title, _, amount in (
+            line.partition(": ") for line in deal["comment"].splitlines()
+        )
+    }
+    for title, amount in order.totals:
+        assert title in comment, (where, title)
+        assert shown_amount(comment[title], places) == shown_amount(amount, places)
+
     names = await ukrainian_names(shop, order.order_id)
-    jobs = deal["jobs"]
+    jobs = [job for job in deal["jobs"] if not is_service_article(job["sku"])]
     assert len(jobs) == len(order.lines), where
     for job, shown, (name, variants) in zip(jobs, order.lines, names, strict=True):
         assert job["sku"] == shown.model, where
@@ -110,14 +129,14 @@ async def check_deal(
 
 
 async def test_fixture_orders_become_one_correct_deal_each(
-    shops: dict[str, OpenCartShop], crm: Crm, tmp_path: Path
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """14 confirmed orders, 14 deals as shown; #5 of site_a (status 0) never sent."""
-    config = write_settings(tmp_path / "settings.toml", shops, crm.url)
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     expected = [o for o in shown_orders() if o.site in SOURCES]
 
     code, log = await run_ocsync(config, "run", "--once")
-    deals = await deals_by_marker(crm.url)
+    deals = await deals_by_marker(sandbox.url)
 
     assert code == 0, log
     assert sorted(deals) == sorted(
@@ -132,15 +151,15 @@ async def test_fixture_orders_become_one_correct_deal_each(
 
 
 async def test_a_second_run_creates_nothing(
-    shops: dict[str, OpenCartShop], crm: Crm, tmp_path: Path
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """Running again over the same shops and log sends no new deal."""
-    config = write_settings(tmp_path / "settings.toml", shops, crm.url)
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     first, _ = await run_ocsync(config, "run", "--once")
-    before = await deals_by_marker(crm.url)
+    before = await deals_by_marker(sandbox.url)
 
     second, log = await run_ocsync(config, "run", "--once")
-    after = await deals_by_marker(crm.url)
+    after = await deals_by_marker(sandbox.url)
 
     assert (first, second) == (0, 0), log
     assert {m: d["id"] for m, d in after.items()} == {
@@ -150,16 +169,16 @@ async def test_a_second_run_creates_nothing(
 
 
 async def test_an_unreachable_crm_fails_the_run_and_loses_nothing(
-    shops: dict[str, OpenCartShop], crm: Crm, tmp_path: Path
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """With the CRM down the run exits 1; the next run sends every order once."""
     closed = "http://127.0.0.1:9/v1"
     config = write_settings(tmp_path / "settings.toml", shops, closed)
 
     down, down_log = await run_ocsync(config, "run", "--once")
-    write_settings(tmp_path / "settings.toml", shops, crm.url)
+    write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     up, up_log = await run_ocsync(config, "run", "--once")
-    deals = await deals_by_marker(crm.url)
+    deals = await deals_by_marker(sandbox.url)
 
     assert down == 1, down_log
     assert "crm unavailable" in down_log
@@ -168,16 +187,16 @@ async def test_an_unreachable_crm_fails_the_run_and_loses_nothing(
 
 
 async def test_an_unreachable_shop_fails_the_run_and_names_it(
-    shops: dict[str, OpenCartShop], crm: Crm, tmp_path: Path
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """A shop that cannot be reached: exit 1, the other site's deals still sent."""
-    config = write_settings(tmp_path / "settings.toml", shops, crm.url)
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     text = config.read_text(encoding="utf-8")
     broken = shops["site_b"].url.database
     config.write_text(text.replace(broken, "ocsync_no_such_db"), encoding="utf-8")
 
     code, log = await run_ocsync(config, "run", "--once")
-    deals = await deals_by_marker(crm.url)
+    deals = await deals_by_marker(sandbox.url)
 
     assert code == 1
     assert '"site": "site_b"' in log and "shop unavailable" in log

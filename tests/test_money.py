@@ -56,3 +56,43 @@ def test_a_non_decimal_amount_names_its_field() -> None:
         exact("12,50", "order_product.price")
 
     assert caught.value.field == "order_product.price"
+
+
+@pytest.mark.parametrize(
+    ("step", "unit", "line_total"),
+    [("1", "143", "1428"), ("0.50", "143.00", "1427.50"), ("10", "140", "1430")],
+)
+def test_price_step_rounds_every_amount_shown(
+    step: str, unit: str, line_total: str
+) -> None:
+    """C4 with a step: 142.75 a unit and 1427.50 a line, each rounded to the step."""
+    order = snapshot(rate="28.55000000", config_tax="0")
+    rule = DisplayRule.of(order, places=0, price_step=step)
+    ten = line(quantity=10, price="5.0000")
+
+    assert rule.unit_price(ten) == Decimal(unit)
+    assert rule.line_total(ten) == Decimal(line_total)
+
+
+def test_price_step_halves_go_away_from_zero() -> None:
+    """A step rounds halves away from zero, negative amounts too (coupons)."""
+    rule = DisplayRule.of(snapshot(rate="1.00000000"), places=2, price_step="0.50")
+
+    assert rule.shown(Decimal("100.25")) == Decimal("100.50")
+    assert rule.shown(Decimal("-100.25")) == Decimal("-100.50")
+    assert rule.shown(Decimal("100.24")) == Decimal("100.00")
+
+
+def test_price_step_keeps_the_currency_places() -> None:
+    """A whole-hryvnia step in a 2-place currency still reads 4537.00."""
+    rule = DisplayRule.of(snapshot(), places=2, price_step="1")
+
+    assert str(rule.shown(Decimal("100.0000"))) == "4537.00"
+
+
+def test_a_malformed_price_step_is_a_money_error() -> None:
+    """A step that is no positive decimal names `price_step`."""
+    for step in ("1,5", "0", "-1"):
+        with pytest.raises(MoneyError) as caught:
+            DisplayRule.of(snapshot(), places=2, price_step=step)
+        assert caught.value.field == "price_step"

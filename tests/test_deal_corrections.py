@@ -1,0 +1,189 @@
+"""Orders edited after their deal exists: the deal is corrected in place.
+
+Status changes move the stage through the site's map; a stage a manager moved
+by hand, and lines a manager added, are left alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from daemon.settings import CaptureSettings, CrmSettings, EventLogSettings, Settings
+from events import DealUpdated, EventStore
+from events.snapshot import OrderSnapshot
+from projections.deal_totals import is_service_article
+from projections.deals import DealProjection
+from projections.keepincrm.client import KeepinCRMClient
+from tests import factories
+from tests.projection_support import TOKEN, Crm, events_of, place
+
+STAGES = {"1": 101, "2": 102, "3": 103, "7": 107}
+
+
+def corrections_settings(tmp_path: Path, url: str, **site: Any) -> Settings:
+    values: dict[str, Any] = {"stages": STAGES, "failed_statuses": (7,)}
+    values.update(site)
+    return Settings(
+        base_dir=tmp_path,
+        event_log=EventLogSettings(),
+        crm=CrmSettings(base_url=url, token=TOKEN),
+        capture=CaptureSettings(),
+        deals=factories.deal_settings(client_match="never"),
+        sites=[factories.site(**values)],
+        databases={},
+    )
+
+
+async def synced(
+    crm: Crm, store: EventStore, tmp_path: Path, snapshot: OrderSnapshot
+) -> tuple[DealProjection, KeepinCRMClient, int]:
+    """A deal already made for the snapshot; the projection and its deal id."""
+    url = await crm.serve()
+    client = crm.client(url)
+    deals = DealProjection(store, client, corrections_settings(tmp_path, url))
+    await place(store, snapshot)
+    await deals.run_once()
+    [summary] = [deal async for deal in client.list_deals()]
+    return deals, client, int(summary["id"])
+
+
+def products(deal: dict[str, Any]) -> list[tuple[str, int]]:
+    """The deal's lines but shipping, tax and rounding: (article, quantity)."""
+    return [
+        (job["sku"], job["amount"])
+        for job in deal["jobs"]
+        if not is_service_article(job["sku"])
+    ]
+
+
+def with_status(snapshot: OrderSnapshot, status: int, **order: str) -> OrderSnapshot:
+    columns = {**snapshot.order, "order_status_id": str(status), **order}
+    return factories.snapshot(
+        lines=list(snapshot.lines), order=columns, total=snapshot.order["total"] or ""
+    )
+
+
+async def test_a_new_deal_starts_at_the_stage_of_its_status(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Status 1 maps to stage 101 at creation."""
+    _, client, deal_id = await synced(crm, store, tmp_path, factories.snapshot())
+
+    deal = await client.get_deal(deal_id)
+
+    assert deal["stage"]["id"] == 101
+
+
+async def test_edited_lines_replace_the_deals_lines_without_duplicates(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Quantity 1 -> 3 and a line added: the deal shows exactly the new lines."""
+    deals, client, deal_id = await synced(crm, store, tmp_path, factories.snapshot())
+    case = factories.line(product_id=51, name="Чохол", model="CASE-01")
+    edited = factories.snapshot(lines=[factories.line(quantity=3), case])
+
+    await place(store, edited)
+    result = await deals.run_once()
+    deal = await client.get_deal(deal_id)
+
+    assert result.updated == 1
+    assert products(deal) == [("TS-01", 3), ("CASE-01", 1)]
+    assert len([d async for d in client.list_deals()]) == 1
+
+
+async def test_an_edit_that_changes_nothing_for_the_deal_sends_nothing(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """A new snapshot differing only in a column the deal does not show: no PATCH."""
+    original = factories.snapshot()
+    deals, _, _ = await synced(crm, store, tmp_path, original)
+    before = await store.last_position()
+
+    await place(store, factories.snapshot(order={"user_agent": "Mozilla/6.0"}))
+    result = await deals.run_once()
+
+    assert (result.updated, result.unchanged) == (0, 1)
+    assert await store.last_position() == before + 1  # the OrderChanged alone
+
+
+async def test_a_status_change_moves_the_stage_and_is_recorded(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """C10's other half: status 1 -> 3 moves the deal to stage 103."""
+    original = factories.snapshot()
+    deals, client, deal_id = await synced(crm, store, tmp_path, original)
+
+    await place(store, with_status(original, 3))
+    await deals.run_once()
+    deal = await client.get_deal(deal_id)
+    update = [
+        e for e in await events_of(store, "site_a:1") if isinstance(e, DealUpdated)
+    ]
+
+    assert deal["stage"]["id"] == 103
+    assert update[-1].changes == {"stage_id": 103}
+
+
+async def test_a_stage_moved_by_a_manager_stays_when_only_lines_change(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """ocsync moves the stage only when the shop's status changes."""
+    original = factories.snapshot()
+    deals, client, deal_id = await synced(crm, store, tmp_path, original)
+    await client.update_deal(deal_id, {"stage_id": 150})
+
+    await place(store, factories.snapshot(lines=[factories.line(quantity=2)]))
+    await deals.run_once()
+    deal = await client.get_deal(deal_id)
+
+    assert deal["stage"]["id"] == 150
+    assert deal["jobs"][0]["amount"] == 2
+
+
+async def test_a_cancel_status_closes_the_deal_as_failed(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Status 7 (a failed status) moves to its stage and closes the deal failed."""
+    original = factories.snapshot()
+    deals, client, deal_id = await synced(crm, store, tmp_path, original)
+
+    await place(store, with_status(original, 7))
+    await deals.run_once()
+    deal = await client.get_deal(deal_id)
+
+    assert (deal["stage"]["id"], deal["result"]) == (107, "failed")
+
+
+async def test_lines_a_manager_added_stay(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Only lines ocsync sent are replaced; a hand-made line survives the edit."""
+    deals, client, deal_id = await synced(crm, store, tmp_path, factories.snapshot())
+    extra = {
+        "amount": 1,
+        "title": "Монтаж",
+        "product_attributes": {"sku": "SERVICE-1", "title": "Монтаж", "price": 100},
+    }
+    await client.update_deal(deal_id, {"jobs_attributes": [extra]})
+
+    await place(store, factories.snapshot(lines=[factories.line(quantity=4)]))
+    await deals.run_once()
+    deal = await client.get_deal(deal_id)
+
+    assert sorted(products(deal)) == [("SERVICE-1", 1), ("TS-01", 4)]
+
+
+async def test_running_again_after_a_correction_sends_nothing(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """The correction is remembered: a second run finds nothing to change."""
+    deals, _, _ = await synced(crm, store, tmp_path, factories.snapshot())
+    await place(store, factories.snapshot(lines=[factories.line(quantity=2)]))
+    await deals.run_once()
+    after_first = await store.last_position()
+
+    result = await deals.run_once()
+
+    assert result.updated == 0
+    assert await store.last_position() == after_first
