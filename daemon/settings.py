@@ -463,6 +463,11 @@ def _check_unique_names(sites: list[SiteSettings]) -> None:
 
 
 def _check_deals(deals: DealSettings) -> None:
+    if deals.shipping == "field" and not deals.custom_fields.shipping_cost:
+        raise SettingsError(
+            'deals.shipping = "field" needs deals.custom_fields.shipping_cost, '
+            "the CRM field the shipping cost goes into"
+        )
     if not deals.article_fields:
         raise SettingsError("deals.article_fields: name at least one product code")
     for field in deals.article_fields:

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from daemon.settings import QuickOrderSettings
 from events.snapshot import Catalogue
 from projections.deal import deal_for
 from projections.errors import DealMappingError
@@ -218,3 +219,49 @@ def test_zero_quantity_is_a_mapping_error() -> None:
     """A line with quantity 0 is refused with the field named."""
     with pytest.raises(DealMappingError, match=r"order_product\.quantity"):
         deal_for(snapshot(lines=[line(quantity=0)]), site(), deal_settings())
+
+
+def test_c7_quick_order_row_becomes_a_quick_deal() -> None:
+    """C7: phone as name, dummy email, no methods, total of one unit for three.
+
+    The deal has quantity 3 at the price shown, the real total (three units),
+    the phone as the client's phone, no dummy email, a title and source that
+    say it is a quick order.
+    """
+    rule = QuickOrderSettings(empty_methods=True, emails=("null@nu.ll",), source_id=99)
+    three = line(quantity=3, price="15.0000", tax="3.0000")
+    order = snapshot(
+        lines=[three],
+        total="18.0000",  # the module stored one unit's price
+        order={
+            "firstname": "0671234567",
+            "lastname": "",
+            "telephone": "",
+            "email": "null@nu.ll",
+            "shipping_method": "",
+            "payment_method": "",
+            "shipping_code": "",
+            "payment_code": "",
+        },
+    )
+
+    deal = deal_for(order, site(quick_order=rule), deal_settings())
+    [job] = deal["jobs_attributes"]
+
+    assert job["amount"] == 3
+    assert job["product_attributes"]["price"] == Decimal("817")
+    assert deal["total"] == Decimal("2451")
+    assert deal["client_attributes"]["phones"] == ["+380671234567"]
+    assert "email" not in deal["client_attributes"]
+    assert deal["title"].startswith("Швидке замовлення №1")
+    assert deal["source_id"] == 99
+
+
+def test_an_ordinary_order_is_no_quick_order_by_default() -> None:
+    """Without a rule, an order with empty methods is an ordinary order."""
+    order = snapshot(order={"shipping_method": "", "payment_method": ""})
+
+    deal = deal_for(order, site(), deal_settings())
+
+    assert deal["title"] == "№1 Техно Світ"
+    assert deal["source_id"] == 11

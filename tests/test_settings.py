@@ -136,3 +136,34 @@ def test_an_unknown_article_field_is_refused(tmp_path: Path) -> None:
 def test_sync_from_forms(value: int | str, expected: object) -> None:
     """sync_from is "all", an order id or a date."""
     assert parse_sync_from(value) == expected
+
+
+def test_shipping_as_a_field_needs_the_field_named(tmp_path: Path) -> None:
+    """shipping = "field" without custom_fields.shipping_cost is refused."""
+    text = MINIMAL.replace(
+        "[deals.custom_fields]", '[deals]\nshipping = "field"\n\n[deals.custom_fields]'
+    )
+
+    with pytest.raises(SettingsError, match="shipping_cost"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('stages = { "new" = 3 }', "stages"),
+        ('price_step = "-1"', "price_step"),
+        ('branch_from = "query:np.branch"', "branch_from"),
+        ('custom_fields = { "order.telefon" = "field_9" }', "custom_fields"),
+        ('custom_fields = { "custom_field.x" = "field_9" }', "custom_fields"),
+        ('queries = { np = "SELECT 1" }', "queries.np"),
+    ],
+)
+def test_a_map_naming_a_missing_field_is_refused(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    """Per-site maps and rules naming no real field are refused, the key named."""
+    text = MINIMAL.replace("source_id = 1", f"source_id = 1\n{line}")
+
+    with pytest.raises(SettingsError, match=rf"sites\[0\]\.{key}"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
