@@ -6,22 +6,31 @@ a little earlier) and the orders with history rows past the cursor (OpenCart 4.1
 and third-party modules change orders without moving `date_modified`), a batch
 at a time. Each snapshot is compared by content hash with the last one its
 stream holds: a new confirmed order becomes `OrderPlaced`, a different content
-`OrderChanged`, the same content nothing.
+`OrderChanged`, the same content nothing. Rows of the site's own queries
+(`extras`) are part of the content, but are read only with their order: a
+module that adds a waybill without touching the order or its history shows at
+the order's next change.
+
+After the orders, a site whose quick-order module keeps its own table
+(`quick_order.query`) has that table read past the last id captured: each new
+quick order becomes `OrderPlaced` on its own stream (`site:quick-<id>`), and
+never changes afterwards.
 
 The cursor is the checkpoint `capture:<site>`, written in the same append as the
 events of its batch, so a crash repeats at most one batch, whose hashes are then
-found unchanged.
+found unchanged (and whose quick orders are found placed already).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import structlog
 
 from daemon.errors import ShopDataError
+from daemon.quick_orders import QuickOrderReader
 from daemon.settings import CaptureSettings, SiteSettings, parse_sync_from
 from daemon.shop import ShopReader
 from events.errors import VersionConflict
@@ -52,6 +61,10 @@ class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
     history_id: int = 0
     # Orders caught mid-edit (or unreadable), read again by the next poll.
     deferred: tuple[int, ...] = ()
+    # The last quick_order_id read from a quick-order module's own table.
+    quick_after_id: int = 0
+    # Quick orders that could not be read, tried again by the next poll.
+    quick_deferred: tuple[int, ...] = ()
 
 
 class _Known(msgspec.Struct, frozen=True):
@@ -64,7 +77,9 @@ class _Known(msgspec.Struct, frozen=True):
 class _Poll:
     """A poll in progress, from which each batch's checkpoint comes."""
 
-    def __init__(self, start: CaptureCursor, ceiling: int, overlap: int) -> None:
+    def __init__(
+        self, start: CaptureCursor, ceiling: int, overlap: int, quick: bool
+    ) -> None:
         self.start = start
         self.since = _earlier(start.modified, overlap)
         # Every history row up to here is covered by this poll's candidates;
@@ -76,17 +91,35 @@ class _Poll:
         self.deferred: set[int] = set()
         self.read: set[int] = set()
         self.page_after: tuple[str, int] | None = None
-        self.done = False
+        self.orders_done = False
+        # Quick orders of the module's table come after the orders.
+        self.quick_done = not quick
+        self.quick_after_id = start.quick_after_id
+        self.quick_retry = sorted(start.quick_deferred)
+        self.quick_deferred: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        return self.orders_done and self.quick_done
 
     def cursor(self) -> CaptureCursor:
         deferred = tuple(sorted(self.deferred.union(self.retry)))
+        quick_deferred = tuple(sorted(self.quick_deferred.union(self.quick_retry)))
         return CaptureCursor(
-            modified=self.modified, history_id=self.history_id, deferred=deferred
+            modified=self.modified,
+            history_id=self.history_id,
+            deferred=deferred,
+            quick_after_id=self.quick_after_id,
+            quick_deferred=quick_deferred,
         )
 
 
 class SiteCapture:
-    """Turns one site's orders into `OrderPlaced` / `OrderChanged` events."""
+    """Turns one site's orders into `OrderPlaced` / `OrderChanged` events.
+
+    Raises `ShopUnavailable` (from `poll_once`) when the shop cannot be read or
+    one of the site's own queries fails; nothing of the batch is appended.
+    """
 
     def __init__(
         self,
@@ -99,6 +132,7 @@ class SiteCapture:
         self._site = site.name
         self._sync_from = parse_sync_from(site.sync_from)
         self._reader = reader
+        self._quick = QuickOrderReader(reader, site)
         self._store = store
         self._settings = settings
         self._log = logger.bind(site=site.name)
@@ -126,22 +160,28 @@ class SiteCapture:
         if self._poll is None:
             start = await self._load_cursor()
             ceiling = await self._reader.latest_history_id()
-            self._poll = _Poll(start, ceiling, self._settings.overlap_seconds)
+            overlap = self._settings.overlap_seconds
+            self._poll = _Poll(start, ceiling, overlap, self._quick.configured)
         poll = self._poll
-        size = self._settings.batch_size
 
+        if not poll.orders_done:
+            result = await self._capture_orders(poll)
+        else:
+            result = await self._capture_quick_orders(poll)
+        if poll.done:
+            self._poll = None
+        self._log.info("capture batch", **msgspec.structs.asdict(result))
+        return result
+
+    async def _capture_orders(self, poll: _Poll) -> CaptureResult:
+        size = self._settings.batch_size
         if poll.retry:
             # Orders deferred by the last poll come first, whatever their dates.
             order_ids = poll.retry[:size]
             del poll.retry[:size]
         else:
             order_ids = await self._next_page(poll, size)
-
-        result = await self._capture(order_ids, poll)
-        if poll.done:
-            self._poll = None
-        self._log.info("capture batch", **msgspec.structs.asdict(result))
-        return result
+        return await self._capture(order_ids, poll)
 
     async def _next_page(self, poll: _Poll, size: int) -> list[int]:
         candidates = await self._reader.changed_orders(
@@ -158,7 +198,7 @@ class SiteCapture:
             poll.modified = max(poll.modified or newest, newest)
         if len(candidates) < size:
             poll.history_id = max(poll.start.history_id, poll.ceiling)
-            poll.done = True
+            poll.orders_done = True
 
         return [c.order_id for c in candidates if c.order_id not in poll.read]
 
@@ -182,7 +222,71 @@ class SiteCapture:
                 # Deleted in the shop since it was listed (or since deferred).
                 self._log.info("order gone from the shop", order_id=order_id)
 
-        appends, unchanged = await self._plan(snapshots, poll)
+        recorded, unchanged = await self._commit(
+            lambda: self._plan(snapshots, poll), poll
+        )
+        placed = sum(isinstance(event.event, OrderPlaced) for event in recorded)
+        return CaptureResult(
+            seen=len(order_ids),
+            placed=placed,
+            changed=len(recorded) - placed,
+            unchanged=unchanged,
+            deferred=len(poll.deferred) - deferred_before,
+            more=not poll.done,
+        )
+
+    async def _capture_quick_orders(self, poll: _Poll) -> CaptureResult:
+        """Read one batch of the quick-order table, append what is new."""
+        retry, poll.quick_retry = poll.quick_retry, []
+        placed_from = self._sync_from if isinstance(self._sync_from, dt.date) else None
+        batch = await self._quick.read(
+            poll.quick_after_id,
+            self._settings.batch_size,
+            retry=retry,
+            placed_from=placed_from,
+        )
+        poll.quick_after_id = batch.last_id
+        poll.quick_done = not batch.more
+        for quick_order_id in retry:
+            if quick_order_id not in batch.snapshots | batch.unreadable:
+                self._log.info("quick order gone", quick_order_id=quick_order_id)
+        for quick_order_id, reason in sorted(batch.unreadable.items()):
+            # Left for the next poll: someone may fix the rows meanwhile.
+            self._log.error(
+                "quick order unreadable", quick_order_id=quick_order_id, error=reason
+            )
+            poll.quick_deferred.add(quick_order_id)
+
+        async def plan() -> tuple[list[StreamAppend], int]:
+            appends: list[StreamAppend] = []
+            for quick_order_id, snapshot in sorted(batch.snapshots.items()):
+                stream = order_stream(self._site, quick_order_id, snapshot.kind)
+                known = await self._last_snapshot(stream)
+                if known.content_hash is None:
+                    # A quick order never changes: placed once, never again.
+                    placed = OrderPlaced(
+                        snapshot=snapshot, content_hash=content_hash(snapshot)
+                    )
+                    appends.append(StreamAppend(stream, known.version, [placed]))
+            return appends, len(batch.snapshots) - len(appends)
+
+        recorded, unchanged = await self._commit(plan, poll)
+        return CaptureResult(
+            seen=len(batch.snapshots) + len(batch.unreadable),
+            placed=len(recorded),
+            unchanged=unchanged,
+            deferred=len(batch.unreadable),
+            more=not poll.done,
+        )
+
+    async def _commit(
+        self, plan: Callable[[], Awaitable[tuple[list[StreamAppend], int]]], poll: _Poll
+    ) -> tuple[list[RecordedEvent], int]:
+        """Append what `plan` calls for with the poll's checkpoint, in one append.
+
+        Returns the events recorded and how many orders `plan` found unchanged.
+        """
+        appends, unchanged = await plan()
         cursor = poll.cursor()
         checkpoint = {self._checkpoint: msgspec.json.encode(cursor).decode()}
         recorded: list[RecordedEvent] = []
@@ -195,7 +299,7 @@ class SiteCapture:
                 self._log.warning("capture version conflict", attempts_left=1)
                 for append in appends:
                     self._known.pop(append.stream, None)
-                appends, unchanged = await self._plan(snapshots, poll)
+                appends, unchanged = await plan()
                 recorded = await self._store.append(appends, checkpoint)
         elif cursor != self._cursor:
             await self._store.set_checkpoints(checkpoint)
@@ -207,20 +311,12 @@ class SiteCapture:
             self._log.info(
                 "order captured",
                 order_id=snapshot.order_id,
+                kind=snapshot.kind,
                 stream=event.stream,
                 position=event.position,
                 event_type=event.type,
             )
-
-        placed = sum(isinstance(event.event, OrderPlaced) for event in recorded)
-        return CaptureResult(
-            seen=len(order_ids),
-            placed=placed,
-            changed=len(recorded) - placed,
-            unchanged=unchanged,
-            deferred=len(poll.deferred) - deferred_before,
-            more=not poll.done,
-        )
+        return recorded, unchanged
 
     async def _read(
         self, order_ids: Sequence[int], poll: _Poll

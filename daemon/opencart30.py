@@ -13,8 +13,13 @@ identifier; they are still quoted with backticks. Every value is a parameter
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
+
+# Where a site's own query takes its batch of order ids: `IN %(order_ids)s`
+# (pymysql's habit for a list), or `IN (%(order_ids)s)` as many write it.
+_ORDER_IDS = re.compile(r"\(\s*%\(order_ids\)s\s*\)|%\(order_ids\)s")
 
 
 class Query(NamedTuple):
@@ -87,11 +92,13 @@ class OpenCart30:
         sync_from: int | dt.date | None,
         page_after: tuple[str, int] | None,
         limit: int,
+        store_id: int | None = None,
     ) -> Query:
         """Confirmed orders modified since, or with newer history rows, paged.
 
         Pages are ordered by (date_modified, order_id), so that a page boundary
-        inside one second of many orders still moves on.
+        inside one second of many orders still moves on. `store_id` keeps one
+        store of a multi-store install; None keeps them all.
         """
         params: dict[str, object] = {"after_history": after_history_id, "limit": limit}
 
@@ -113,6 +120,9 @@ class OpenCart30:
         elif isinstance(sync_from, dt.date):
             conditions.append("o.`date_added` >= %(sync_from)s")
             params["sync_from"] = f"{sync_from.isoformat()} 00:00:00"
+        if store_id is not None:
+            conditions.append("o.`store_id` = %(store_id)s")
+            params["store_id"] = store_id
 
         sql = f"""
             SELECT o.`order_id`, o.`order_status_id`, o.`date_modified`,
@@ -130,11 +140,14 @@ class OpenCart30:
         """
         return Query(sql, params)
 
-    def orders(self, order_ids: Sequence[int]) -> Query:
-        """Every column of the orders."""
+    def orders(self, order_ids: Sequence[int], store_id: int | None = None) -> Query:
+        """Every column of the orders (of one store, when `store_id` is given)."""
         params: dict[str, object] = {}
         ids = _members("id", order_ids, params)
         sql = f"SELECT * FROM {self._table('order')} WHERE `order_id` IN {ids}"
+        if store_id is not None:
+            sql += " AND `store_id` = %(store_id)s"
+            params["store_id"] = store_id
         return Query(sql, params)
 
     def lines(self, order_ids: Sequence[int]) -> Query:
@@ -209,6 +222,51 @@ class OpenCart30:
         """
         return Query(sql, params)
 
+    def currency_by_code(self, code: str) -> Query:
+        """The `currency` row of one code (the base currency of quick orders)."""
+        sql = f"""
+            SELECT `currency_id`, `code`, `symbol_left`, `symbol_right`,
+                   `decimal_place`, `value`
+            FROM {self._table("currency")}
+            WHERE `code` = %(code)s
+            ORDER BY `currency_id`
+            LIMIT 1
+        """
+        return Query(sql, {"code": code})
+
+    def uploads(self, codes: Sequence[str]) -> Query:
+        """`upload` rows (the file name a buyer uploaded) of the codes given."""
+        params: dict[str, object] = {}
+        members = _members("code", codes, params)
+        sql = f"""
+            SELECT `code`, `name` FROM {self._table("upload")}
+            WHERE `code` IN {members}
+            ORDER BY `upload_id`
+        """
+        return Query(sql, params)
+
+    def country_codes(self, country_ids: Sequence[int]) -> Query:
+        """ISO alpha-2 codes of the countries given."""
+        params: dict[str, object] = {}
+        ids = _members("id", country_ids, params)
+        sql = f"""
+            SELECT `country_id`, `iso_code_2` FROM {self._table("country")}
+            WHERE `country_id` IN {ids}
+        """
+        return Query(sql, params)
+
+    def products(self, product_ids: Sequence[int]) -> Query:
+        """Catalogue rows: today's price and every code (`code_<name>`)."""
+        params: dict[str, object] = {}
+        ids = _members("id", product_ids, params)
+        codes = ", ".join(f"`{code}` AS code_{code}" for code in self.product_codes)
+        sql = f"""
+            SELECT `product_id`, `price`, {codes}
+            FROM {self._table("product")}
+            WHERE `product_id` IN {ids}
+        """
+        return Query(sql, params)
+
     def settings(self, store_ids: Sequence[int]) -> Query:
         """The `setting_keys` of the stores given, store 0 first."""
         params: dict[str, object] = {}
@@ -276,3 +334,20 @@ class OpenCart30:
             selects.append(select)
 
         return Query("\nUNION ALL\n".join(selects), params)
+
+
+def site_query(sql: str, order_ids: Sequence[int]) -> Query:
+    """A site's own query (`sites[].queries`) with its batch of order ids bound.
+
+    PyMySQL 1.2 binds no list to one parameter, so `%(order_ids)s` becomes the
+    member list `(%(order_ids_0)s, ...)`, written bare or in parentheses.
+    Everything else in the text is the site's: a literal `%` is written `%%`.
+    """
+    params: dict[str, object] = {}
+    members = _members("order_ids", order_ids, params)
+    return Query(_ORDER_IDS.sub(lambda _: members, sql), params)
+
+
+def quick_order_query(sql: str, after_id: int) -> Query:
+    """A quick-order module's query (`quick_order.query`) past an id."""
+    return Query(sql, {"after_id": after_id})

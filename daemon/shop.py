@@ -4,8 +4,15 @@ The shop is read, never written: every connection of the pool runs a read-only
 session. Values reach the snapshot as the exact text MySQL sent (DECIMAL
 `"15.0000"`, DATETIME `"2026-12-03 18:20:18"`, NULL `None`): the pool's decoders
 leave numbers and dates as text, so nothing passes through a float. Text that
-OpenCart stored HTML-escaped is unescaped once here. Driver errors become
-`ShopUnavailable`; a row that cannot be read as OpenCart data, `ShopDataError`.
+OpenCart stored HTML-escaped is unescaped once here.
+
+Besides OpenCart's own tables, a site may name queries of its own: `queries`
+(rows per order, e.g. Nova Poshta waybills, kept in `snapshot.extras`) and
+`quick_order.query` (a quick-order module's table, see `daemon.quick_orders`).
+
+Errors: a driver error, and a site's own query that fails or returns the wrong
+columns, become `ShopUnavailable` (the message names the setting); a row that
+cannot be read as OpenCart data, `ShopDataError`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import msgspec
 import pymysql  # type: ignore[import-untyped]  # no stubs; aiomysql wraps it
 
 from daemon.errors import ShopDataError, ShopUnavailable
-from daemon.opencart30 import OpenCart30, Query
+from daemon.opencart30 import OpenCart30, Query, site_query
 from daemon.settings import DatabaseUrl, SiteSettings
 from events.snapshot import (
     Catalogue,
@@ -62,6 +69,44 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     history_id: int
 
 
+class Product(msgspec.Struct, frozen=True, kw_only=True):
+    """A catalogue `product` row: today's price and its codes."""
+
+    price: str
+    # model, sku, upc, ean, jan, isbn, mpn.
+    codes: dict[str, str]
+
+
+class ShopContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The shop around orders that are not `order` rows (quick-order tables).
+
+    Settings of the site's store (store 0 underneath), the base currency's row
+    (`config_currency`), the languages, and the catalogue of the products.
+    """
+
+    store_id: int
+    shop: dict[str, str]
+    languages: list[Language]
+    currency: Currency | None
+    products: dict[int, Product]
+    names: dict[str, Names]
+
+    @property
+    def language_id(self) -> int | None:
+        """The shop's default language (4.1 names it config_language_catalog)."""
+        code = self.shop.get("config_language_catalog") or self.shop.get(
+            "config_language"
+        )
+        for language in self.languages:
+            if language.code == code:
+                return language.language_id
+        return self.languages[0].language_id if self.languages else None
+
+    def catalogue(self, lines: list[Line]) -> Catalogue:
+        """The names a snapshot of these lines carries."""
+        return _catalogue(self.names, lines)
+
+
 async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
     """A small pool of read-only utf8mb4 connections to one shop's database."""
     try:
@@ -92,10 +137,12 @@ class ShopReader:
         self._pool = pool
         self._site = site.name
         self._sql = OpenCart30(site.table_prefix)
+        self._store_id = site.store_id
+        self._queries = dict(site.queries)
 
     async def latest_history_id(self) -> int:
         """The newest `order_history` id, 0 when there is none."""
-        async with self._connection() as connection:
+        async with self.connection() as connection:
             rows = await _fetch(connection, self._sql.latest_history_id())
         return int(rows[0]["history_id"] or 0)
 
@@ -114,6 +161,7 @@ class ShopReader:
         None reads every confirmed order. `sync_from`: None for all, an order
         id, or the first `date_added` day. Candidates come in (date_modified,
         order_id) order; `page_after` is the last pair of the previous page.
+        Only orders of the site's store, when it names one.
         """
         query = self._sql.changed_orders(
             since_modified=since_modified,
@@ -121,8 +169,9 @@ class ShopReader:
             sync_from=sync_from,
             page_after=page_after,
             limit=limit,
+            store_id=self._store_id,
         )
-        async with self._connection() as connection:
+        async with self.connection() as connection:
             rows = await _fetch(connection, query)
 
         return [
@@ -138,17 +187,23 @@ class ShopReader:
     async def read_snapshots(
         self, order_ids: Collection[int]
     ) -> dict[int, OrderSnapshot]:
-        """The whole snapshot of each order that still exists, in a few queries."""
+        """The whole snapshot of each order that still exists, in a few queries.
+
+        An order of another store than the site's counts as gone. Raises
+        `ShopUnavailable` when one of the site's `queries` fails.
+        """
         ids = sorted(set(order_ids))
         if not ids:
             return {}
 
         sql = self._sql
-        async with self._connection() as connection:
+        extras: dict[int, dict[str, list[Row]]] = {}
+        async with self.connection() as connection:
             # One view of the shop for the batch where the tables allow it
             # (InnoDB); MyISAM ignores it, which is why capture defers edits.
             await connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            rows = {"orders": await _fetch(connection, sql.orders(ids))}
+            orders = sql.orders(ids, self._store_id)
+            rows = {"orders": await _fetch(connection, orders)}
             found = _ids(rows["orders"], "order_id")
             if found:
                 rows["lines"] = await _fetch(connection, sql.lines(found))
@@ -168,12 +223,124 @@ class ShopReader:
                     _ids(rows["options"], "option_value_id"),
                 )
                 rows["names"] = await _fetch(connection, names)
+                uploads = _upload_codes(rows["options"])
+                rows["uploads"] = (
+                    await _fetch(connection, sql.uploads(uploads)) if uploads else []
+                )
+                countries = _country_ids(rows["orders"])
+                rows["countries"] = (
+                    await _fetch(connection, sql.country_codes(countries))
+                    if countries
+                    else []
+                )
+                extras = await self._extras(connection, found)
             await connection.commit()
 
-        return _Snapshots(self._site, sql).build(rows) if found else {}
+        return _Snapshots(self._site, sql).build(rows, extras) if found else {}
+
+    async def shop_context(
+        self, connection: Any, product_ids: Collection[int]
+    ) -> ShopContext:
+        """Settings, base currency, languages and the products' catalogue rows."""
+        sql = self._sql
+        store_id = self._store_id or 0
+        ids = sorted(set(product_ids))
+        rows = {
+            "settings": await _fetch(connection, sql.settings(sorted({0, store_id}))),
+            "languages": await _fetch(connection, sql.languages()),
+            "products": await _fetch(connection, sql.products(ids)),
+            "names": await _fetch(connection, sql.catalogue_names(ids, [], [])),
+        }
+        settings = _group(rows["settings"], "store_id")
+        shop = _shop_settings(settings.get(0, []), settings.get(store_id))
+        base = sql.currency_by_code(shop.get("config_currency", ""))
+        currency = None
+        for row in await _fetch(connection, base):
+            places = row["decimal_place"]
+            if not str(places).isdigit():
+                reason = f"currency {row['code']}: decimal_place {places!r} is not a"
+                raise ShopUnavailable(self._site, f"{reason} whole number")
+            currency = _currency(row, int(places))
+
+        return ShopContext(
+            store_id=store_id,
+            shop=shop,
+            languages=_languages(rows["languages"]),
+            currency=currency,
+            products={
+                int(row["product_id"]): Product(
+                    price=str(row["price"] or "0"),
+                    codes={
+                        code: _unescaped(row[f"code_{code}"])
+                        for code in sql.product_codes
+                    },
+                )
+                for row in rows["products"]
+            },
+            names=_names(rows["names"]),
+        )
+
+    async def _extras(
+        self, connection: Any, order_ids: list[int]
+    ) -> dict[int, dict[str, list[Row]]]:
+        """The rows of each of the site's `queries`, by order and query name.
+
+        Rows keep the query's order; a query that found nothing for an order
+        leaves no key, so that a new query changes only the orders it concerns.
+        """
+        extras: dict[int, dict[str, list[Row]]] = defaultdict(dict)
+        wanted = set(order_ids)
+        for name, text in self._queries.items():
+            setting = f"queries.{name}"
+            found = await self.site_rows(
+                connection, setting, site_query(text, order_ids), ("order_id",)
+            )
+            for row in found:
+                value = row["order_id"]
+                try:
+                    order_id = int(value or "")
+                except ValueError:
+                    reason = f"{setting}: order_id {value!r} is not an order id"
+                    raise ShopUnavailable(self._site, reason) from None
+                if order_id in wanted:
+                    extras[order_id].setdefault(name, []).append(row)
+        return extras
+
+    async def site_rows(
+        self,
+        connection: Any,
+        setting: str,
+        query: Query,
+        required: Collection[str],
+    ) -> list[Row]:
+        """Rows of a query the site wrote, as exact text; failures name `setting`."""
+        async with connection.cursor(aiomysql.DictCursor) as cursor:
+            try:
+                # Bound first, so that a stray `%` is told apart from SQL errors.
+                text = cursor.mogrify(query.sql, query.params)
+            except (KeyError, ValueError, TypeError) as exc:
+                reason = (
+                    f"{setting}: its parameters cannot be bound ({exc!r}); "
+                    "a literal % is written %%"
+                )
+                raise ShopUnavailable(self._site, reason) from exc
+            try:
+                await cursor.execute(text)
+                rows = await cursor.fetchall()
+            except aiomysql.MySQLError as exc:
+                reason = f"{setting} failed: {_reason(exc)}"
+                raise ShopUnavailable(self._site, reason) from exc
+            columns = {column[0] for column in cursor.description or ()}
+
+        missing = [column for column in required if column not in columns]
+        if missing:
+            reason = f"{setting} returns no column {', '.join(missing)}"
+            raise ShopUnavailable(self._site, reason)
+        return [_site_row(row) for row in rows]
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; driver errors in the block become ShopUnavailable."""
         try:
             connection = await self._pool.acquire()
         except _DRIVER_ERRORS as exc:
@@ -212,7 +379,9 @@ class _Snapshots:
         self.site = site
         self.sql = sql
 
-    def build(self, rows: dict[str, list[_Row]]) -> dict[int, OrderSnapshot]:
+    def build(
+        self, rows: dict[str, list[_Row]], extras: dict[int, dict[str, list[Row]]]
+    ) -> dict[int, OrderSnapshot]:
         options = _group(rows["options"], "order_product_id")
         lines: dict[int, list[Line]] = defaultdict(list)
         for row in rows["lines"]:
@@ -222,16 +391,23 @@ class _Snapshots:
         history = _group(rows["history"], "order_id")
         currencies = {row["currency_id"]: row for row in rows["currencies"]}
         settings = _group(rows["settings"], "store_id")
-        languages = [
-            Language(language_id=int(row["language_id"]), code=str(row["code"]))
-            for row in rows["languages"]
-        ]
+        languages = _languages(rows["languages"])
         names = _names(rows["names"])
+        uploads = {
+            _unescaped(row["code"]): _unescaped(row["name"]) for row in rows["uploads"]
+        }
+        countries = {
+            int(row["country_id"]): _unescaped(row["iso_code_2"])
+            for row in rows["countries"]
+        }
 
         snapshots = {}
         for row in rows["orders"]:
             order_id = int(row["order_id"])
             order_lines = lines.get(order_id, [])
+            country_codes = {
+                key: countries[key] for key in _country_ids([row]) if key in countries
+            }
             snapshots[order_id] = OrderSnapshot(
                 site=self.site,
                 order_id=order_id,
@@ -242,7 +418,9 @@ class _Snapshots:
                 currency=self._currency(order_id, currencies.get(row["currency_id"])),
                 shop=_shop_settings(settings.get(0, []), settings.get(row["store_id"])),
                 languages=languages,
-                catalogue=_catalogue(names, order_lines),
+                catalogue=_catalogue(names, order_lines, country_codes),
+                uploads=_order_uploads(order_lines, uploads),
+                extras=extras.get(order_id, {}),
             )
 
         return snapshots
@@ -304,14 +482,8 @@ class _Snapshots:
     def _currency(self, order_id: int, row: _Row | None) -> Currency | None:
         if row is None:
             return None
-        return Currency(
-            currency_id=int(row["currency_id"]),
-            code=str(row["code"] or ""),
-            symbol_left=_unescaped(row["symbol_left"]),
-            symbol_right=_unescaped(row["symbol_right"]),
-            decimal_place=self._int(row, "decimal_place", order_id, "currency."),
-            value=str(row["value"] or ""),
-        )
+        places = self._int(row, "decimal_place", order_id, "currency.")
+        return _currency(row, places)
 
     def _int(self, row: _Row, column: str, order_id: int, table: str = "") -> int:
         value = row[column]
@@ -326,6 +498,60 @@ class _Snapshots:
         if value is None:
             raise ShopDataError(self.site, order_id, column, "NULL, not an amount")
         return str(value)
+
+
+def _languages(rows: list[_Row]) -> list[Language]:
+    return [
+        Language(language_id=int(row["language_id"]), code=str(row["code"]))
+        for row in rows
+    ]
+
+
+def _currency(row: _Row, decimal_place: int) -> Currency:
+    return Currency(
+        currency_id=int(row["currency_id"]),
+        code=str(row["code"] or ""),
+        symbol_left=_unescaped(row["symbol_left"]),
+        symbol_right=_unescaped(row["symbol_right"]),
+        decimal_place=decimal_place,
+        value=str(row["value"] or ""),
+    )
+
+
+def _upload_codes(options: Iterable[_Row]) -> list[str]:
+    """The upload codes that file options hold, as stored."""
+    codes = {_column_text(row["value"]) for row in options if row["type"] == "file"}
+    return sorted(code for code in codes if code)
+
+
+def _order_uploads(lines: list[Line], uploads: dict[str, str]) -> dict[str, str]:
+    codes = {
+        option.value
+        for line in lines
+        for option in line.options
+        if option.type == "file"
+    }
+    return {code: uploads[code] for code in sorted(codes) if code in uploads}
+
+
+def _country_ids(orders: Iterable[_Row]) -> list[int]:
+    """Payment and shipping country ids (4.1 may leave them NULL, 0 is none)."""
+    ids = {
+        int(row[column])
+        for row in orders
+        for column in ("payment_country_id", "shipping_country_id")
+        if row.get(column)
+    }
+    return sorted(ids)
+
+
+def _site_row(row: _Row) -> Row:
+    """A row of a site's own query: exact text, HTML-unescaped once, NULL None."""
+    converted: Row = {}
+    for column, value in row.items():
+        text = _column_text(value)
+        converted[str(column)] = None if text is None else html.unescape(text)
+    return converted
 
 
 def _ids(rows: Iterable[_Row], column: str) -> list[int]:
@@ -369,7 +595,11 @@ def _names(rows: list[_Row]) -> dict[str, Names]:
     return names
 
 
-def _catalogue(names: dict[str, Names], lines: list[Line]) -> Catalogue:
+def _catalogue(
+    names: dict[str, Names],
+    lines: list[Line],
+    country_codes: dict[int, str] | None = None,
+) -> Catalogue:
     products = {line.product_id for line in lines}
     options = {option.option_id for line in lines for option in line.options}
     values = {option.option_value_id for line in lines for option in line.options}
@@ -384,6 +614,7 @@ def _catalogue(names: dict[str, Names], lines: list[Line]) -> Catalogue:
         custom_fields=names["custom_field"],
         custom_field_values=names["custom_field_value"],
         order_statuses=names["order_status"],
+        country_codes=country_codes or {},
     )
 
 

@@ -25,7 +25,7 @@ from daemon.shop import ShopReader, open_shop_pool
 from events import EventStore, open_event_store
 
 # The fixture shops, the sandbox CRM and ocsync as a process, for whole-program tests.
-pytest_plugins = ["tests.e2e_support"]
+pytest_plugins = ["tests.e2e_support", "tests.projection_support"]
 
 DB_HOST = os.environ.get("OCSYNC_DB_HOST", "127.0.0.1")
 DB_PORT = int(os.environ.get("OCSYNC_DB_PORT", "3306"))
@@ -106,7 +106,10 @@ class OpenCartShop:
     prefix: str
     writer: Any
 
-    def site(self, name: str = "site_a", sync_from: int | str = "all") -> SiteSettings:
+    def site(
+        self, name: str = "site_a", sync_from: int | str = "all", **settings: Any
+    ) -> SiteSettings:
+        """The site's settings; `settings` sets any other key (store_id, queries)."""
         return SiteSettings(
             name=name,
             database=f"mysql://root@{DB_HOST}:{DB_PORT}/{self.url.database}",
@@ -114,6 +117,7 @@ class OpenCartShop:
             source_id=1,
             responsible_id=1,
             sync_from=sync_from,
+            **settings,
         )
 
     async def execute(self, sql: str, *params: Any) -> int:

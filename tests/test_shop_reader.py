@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -336,3 +337,173 @@ async def test_wrong_prefix_raises_shop_unavailable(
 
     with pytest.raises(ShopUnavailable, match="nope_order"):
         await reader.changed_orders(None, 0, None, 10)
+
+
+async def reader_for(shop: OpenCartShop, pool: Any, **settings: Any) -> ShopReader:
+    return ShopReader(pool, shop.site(**settings))
+
+
+async def test_store_id_keeps_one_store_of_the_install(
+    shop: OpenCartShop, shop_pool: Any
+) -> None:
+    """A site with store_id reads only that store's orders; None reads them all."""
+    await shop.add_order(1)
+    await shop.add_order(2, store_id=1, placed_at="2026-12-03 18:21:00")
+    outlet = await reader_for(shop, shop_pool, store_id=1)
+    main = await reader_for(shop, shop_pool, store_id=0)
+    every = await reader_for(shop, shop_pool)
+
+    def ids(candidates: list[Any]) -> list[int]:
+        return [candidate.order_id for candidate in candidates]
+
+    assert ids(await outlet.changed_orders(None, 0, None, 10)) == [2]
+    assert ids(await main.changed_orders(None, 0, None, 10)) == [1]
+    assert ids(await every.changed_orders(None, 0, None, 10)) == [1, 2]
+    # A status change found by its history row still keeps to the store.
+    await shop.add_history(1, 2, at="2026-12-03 19:00:00", move_modified=False)
+    assert ids(await outlet.changed_orders("2026-12-03 18:50:00", 2, None, 10)) == []
+
+    # An order of another store reads as gone, even asked for by id.
+    snapshots = await outlet.read_snapshots([1, 2])
+    assert sorted(snapshots) == [2]
+    assert snapshots[2].shop["config_name"] == "Outlet"
+    assert sorted(await every.read_snapshots([1, 2])) == [1, 2]
+
+
+async def test_file_options_carry_the_uploaded_file_names(
+    shop: OpenCartShop, reader: ShopReader
+) -> None:
+    """A file option's value is an upload code; `uploads` names its file, unescaped."""
+    code = "0c7d1c4a9e2f6b3a8d5e7f1a2b3c4d5e6f7a8b9c"
+    logo = dataclasses.replace(
+        CASE, options=[OptionSpec(230, 0, "Ваш макет", code, "file")]
+    )
+    await shop.add_order(1, lines=[TSHIRT, logo])
+    await shop.add_order(2, lines=[CASE])
+    await shop.insert("upload", name="Макет &amp; лого.pdf", filename="x", code=code)
+    await shop.insert("upload", name="other.png", filename="y", code="f" * 40)
+
+    snapshots = await reader.read_snapshots([1, 2])
+
+    assert snapshots[1].uploads == {code: "Макет & лого.pdf"}
+    assert snapshots[1].lines[1].options[0].value == code
+    assert snapshots[2].uploads == {}
+
+
+async def test_catalogue_carries_iso_codes_of_the_order_countries(
+    shop: OpenCartShop, reader: ShopReader
+) -> None:
+    """Payment and shipping country ids map to ISO alpha-2, per order."""
+    for country_id, name, iso in ((220, "Україна", "UA"), (170, "Poland", "PL")):
+        await shop.insert("country", country_id=country_id, name=name, iso_code_2=iso)
+    await shop.insert("country", country_id=81, name="Germany", iso_code_2="DE")
+    await shop.add_order(1, payment_country_id=220, shipping_country_id=170)
+    await shop.add_order(2, payment_country_id=220, shipping_country_id=220)
+    await shop.add_order(3)
+
+    snapshots = await reader.read_snapshots([1, 2, 3])
+
+    assert snapshots[1].catalogue.country_codes == {170: "PL", 220: "UA"}
+    assert snapshots[2].catalogue.country_codes == {220: "UA"}
+    assert snapshots[3].catalogue.country_codes == {}
+
+
+# A Nova Poshta module's table; `ttn` is varbinary, which the driver hands over
+# as bytes.
+WAYBILLS = """
+    CREATE TABLE `np_waybill` (
+      `id` int NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      `order_id` int NOT NULL,
+      `ttn` varbinary(32) NOT NULL,
+      `cost` decimal(15,4) NULL,
+      `created_at` datetime NOT NULL,
+      `recipient` varchar(64) NULL
+    ) DEFAULT CHARSET=utf8mb4
+"""
+
+
+async def test_site_queries_fill_extras_with_exact_text(
+    shop: OpenCartShop, shop_pool: Any
+) -> None:
+    """Each of the site's queries runs once per batch; rows go to their order."""
+    await shop.execute(WAYBILLS)
+    for order_id, ttn, cost, recipient in (
+        (1, "20450000000001", "75.5000", "Тарас &amp; Co"),
+        (1, "20450000000002", None, None),
+        (2, "20450000000003", "60.0000", "Олена"),
+        (9, "20450000000009", "1.0000", "not in the batch"),
+    ):
+        await shop.execute(
+            "INSERT INTO np_waybill (order_id, ttn, cost, created_at, recipient)"
+            " VALUES (%s, %s, %s, '2026-12-04 09:30:00', %s)",
+            order_id,
+            ttn,
+            cost,
+            recipient,
+        )
+    for order_id in (1, 2, 3):
+        await shop.add_order(order_id)
+    queries = {
+        "waybills": "SELECT order_id, ttn, cost, created_at, recipient"
+        " FROM np_waybill WHERE order_id IN %(order_ids)s ORDER BY id",
+        # Written with parentheses, and with a literal % (doubled).
+        "first": "SELECT order_id, DATE_FORMAT(created_at, '%%d.%%m') AS day"
+        " FROM np_waybill WHERE order_id IN (%(order_ids)s) AND id < 2",
+    }
+    reader = await reader_for(shop, shop_pool, queries=queries)
+
+    snapshots = await reader.read_snapshots([1, 2, 3])
+
+    assert snapshots[1].extras == {
+        "waybills": [
+            {
+                "order_id": "1",
+                "ttn": "20450000000001",
+                "cost": "75.5000",
+                "created_at": "2026-12-04 09:30:00",
+                "recipient": "Тарас & Co",
+            },
+            {
+                "order_id": "1",
+                "ttn": "20450000000002",
+                "cost": None,
+                "created_at": "2026-12-04 09:30:00",
+                "recipient": None,
+            },
+        ],
+        "first": [{"order_id": "1", "day": "04.12"}],
+    }
+    assert [row["ttn"] for row in snapshots[2].extras["waybills"]] == ["20450000000003"]
+    assert "first" not in snapshots[2].extras
+    assert snapshots[3].extras == {}
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        ("SELECT order_id FROM np_nowhere WHERE order_id IN %(order_ids)s", "1146"),
+        ("SELEKT order_id FROM oc_order WHERE order_id IN %(order_ids)s", "1064"),
+        ("SELECT total FROM oc_order WHERE order_id IN %(order_ids)s", "order_id"),
+        (
+            "SELECT order_id FROM oc_order WHERE comment LIKE 'a%'"
+            " AND order_id IN %(order_ids)s",
+            "%%",
+        ),
+    ],
+    ids=["missing table", "syntax error", "no order_id column", "stray percent"],
+)
+async def test_failing_site_query_names_site_and_query(
+    shop: OpenCartShop, shop_pool: Any, sql: str, says: str
+) -> None:
+    """A site's query that cannot run is ShopUnavailable naming it; the pool lives."""
+    await shop.add_order(1)
+    reader = await reader_for(shop, shop_pool, queries={"np_refs": sql})
+
+    with pytest.raises(ShopUnavailable) as failed:
+        await reader.read_snapshots([1])
+
+    assert failed.value.site == "site_a"
+    assert "queries.np_refs" in str(failed.value)
+    assert says in str(failed.value)
+    # The next read (another connection of the pool) works as before.
+    assert (await reader.latest_history_id()) == 1

@@ -20,6 +20,8 @@ CREATE TABLE `oc_order` (
   `payment_lastname` varchar(32) NOT NULL DEFAULT '',
   `payment_company` varchar(60) NOT NULL DEFAULT '',
   `payment_city` varchar(128) NOT NULL DEFAULT '',
+  `payment_country` varchar(128) NOT NULL DEFAULT '',
+  `payment_country_id` int(11) NOT NULL DEFAULT 0,
   `payment_custom_field` text NOT NULL DEFAULT '',
   `payment_method` varchar(128) NOT NULL DEFAULT '',
   `payment_code` varchar(128) NOT NULL DEFAULT '',
@@ -27,6 +29,8 @@ CREATE TABLE `oc_order` (
   `shipping_lastname` varchar(32) NOT NULL DEFAULT '',
   `shipping_address_1` varchar(128) NOT NULL DEFAULT '',
   `shipping_city` varchar(128) NOT NULL DEFAULT '',
+  `shipping_country` varchar(128) NOT NULL DEFAULT '',
+  `shipping_country_id` int(11) NOT NULL DEFAULT 0,
   `shipping_custom_field` text NOT NULL DEFAULT '',
   `shipping_method` varchar(128) NOT NULL DEFAULT '',
   `shipping_code` varchar(128) NOT NULL DEFAULT '',
@@ -197,4 +201,24 @@ CREATE TABLE `oc_custom_field_value_description` (
   `custom_field_id` int(11) NOT NULL,
   `name` varchar(128) NOT NULL,
   PRIMARY KEY (`custom_field_value_id`, `language_id`)
+) ENGINE=MyISAM DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `oc_upload` (
+  `upload_id` int(11) NOT NULL AUTO_INCREMENT,
+  `name` varchar(255) NOT NULL,
+  `filename` varchar(255) NOT NULL DEFAULT '',
+  `code` varchar(255) NOT NULL,
+  `date_added` datetime NOT NULL DEFAULT '2026-12-03 18:00:00',
+  PRIMARY KEY (`upload_id`)
+) ENGINE=MyISAM DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE `oc_country` (
+  `country_id` int(11) NOT NULL AUTO_INCREMENT,
+  `name` varchar(128) NOT NULL,
+  `iso_code_2` varchar(2) NOT NULL,
+  `iso_code_3` varchar(3) NOT NULL DEFAULT '',
+  `address_format` text NOT NULL DEFAULT '',
+  `postcode_required` tinyint(1) NOT NULL DEFAULT 0,
+  `status` tinyint(1) NOT NULL DEFAULT 1,
+  PRIMARY KEY (`country_id`)
 ) ENGINE=MyISAM DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
