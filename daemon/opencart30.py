@@ -335,6 +335,23 @@ class OpenCart30:
 
         return Query("\nUNION ALL\n".join(selects), params)
 
+    def catalogue_products(self, language_code: str) -> Query:
+        """Every product with its codes and its name in one language.
+
+        For the catalogue report, not for capture: it reads the whole table.
+        """
+        codes = ", ".join(f"p.`{code}` AS code_{code}" for code in self.product_codes)
+        sql = (
+            f"SELECT p.`product_id`, p.`status`, {codes}, d.`name`"
+            f" FROM {self._table('product')} p"
+            f" LEFT JOIN {self._table('language')} l ON l.`code` = %(language)s"
+            f" LEFT JOIN {self._table('product_description')} d"
+            "   ON d.`product_id` = p.`product_id`"
+            "  AND d.`language_id` = l.`language_id`"
+            " ORDER BY p.`product_id`"
+        )
+        return Query(sql, {"language": language_code})
+
 
 def site_query(sql: str, order_ids: Sequence[int]) -> Query:
     """A site's own query (`sites[].queries`) with its batch of order ids bound.

@@ -77,6 +77,15 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     codes: dict[str, str]
 
 
+class CatalogueProduct(msgspec.Struct, frozen=True, kw_only=True):
+    """A product as the shop's catalogue has it now (for the catalogue report)."""
+
+    product_id: int
+    enabled: bool
+    name: str
+    codes: dict[str, str]
+
+
 class ShopContext(msgspec.Struct, frozen=True, kw_only=True):
     """The shop around orders that are not `order` rows (quick-order tables).
 
@@ -337,6 +346,24 @@ class ShopReader:
             reason = f"{setting} returns no column {', '.join(missing)}"
             raise ShopUnavailable(self._site, reason)
         return [_site_row(row) for row in rows]
+
+    async def catalogue_products(self, language_code: str) -> list[CatalogueProduct]:
+        """Every product of the shop, with its codes and its name in a language."""
+        query = self._sql.catalogue_products(language_code)
+        async with self.connection() as connection:
+            rows = await _fetch(connection, query)
+        return [
+            CatalogueProduct(
+                product_id=int(row["product_id"]),
+                enabled=bool(row["status"]),
+                name=_unescaped(row["name"]),
+                codes={
+                    code: _unescaped(row[f"code_{code}"])
+                    for code in self._sql.product_codes
+                },
+            )
+            for row in rows
+        ]
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:

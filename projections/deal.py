@@ -6,6 +6,7 @@ new settings recomputes deals from the log alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from daemon.settings import DealSettings, SiteSettings
@@ -193,8 +194,13 @@ def line_article(line: Line, article_fields: tuple[str, ...]) -> str | None:
     the CRM create a new catalogue item for every order (C12). A product
     deleted since the order has no codes left: its order row keeps the model.
     """
+    return article_of(line.codes, article_fields) or line.model.strip() or None
+
+
+def article_of(codes: Mapping[str, str], article_fields: tuple[str, ...]) -> str | None:
+    """The article a product's codes give under the settings' chain."""
     for field in article_fields:
-        code = line.codes.get(field, "").strip()
+        code = codes.get(field, "").strip()
         if code:
             return code
-    return line.codes.get("model", "").strip() or line.model.strip() or None
+    return codes.get("model", "").strip() or None

@@ -1,0 +1,111 @@
+"""`ocsync catalogue`: what stands between the shops' catalogues and the CRM's.
+
+Two lists, so the catalogue can be cleaned up before (or while) going live:
+products of any site whose article no CRM catalogue item carries (their order
+lines would make the CRM create new items), and articles that two sites spell
+differently ("AC-30" on one, "ac 30" on the other), which split one product
+into two CRM items.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import aiomysql
+
+from daemon.settings import Settings
+from daemon.shop import ShopReader, open_shop_pool
+from projections.deal import article_of
+from projections.keepincrm.client import KeepinCRMClient
+
+
+@dataclass(frozen=True)
+class UnlinkedProduct:
+    site: str
+    product_id: int
+    article: str
+    name: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class SpellingGroup:
+    """One article spelt more than one way; spellings by site."""
+
+    key: str
+    spellings: dict[str, list[str]]
+
+
+@dataclass
+class CatalogueReport:
+    unlinked: list[UnlinkedProduct] = field(default_factory=list)
+    spellings: list[SpellingGroup] = field(default_factory=list)
+    crm_items: int = 0
+    products: int = 0
+
+
+async def catalogue_report(settings: Settings) -> CatalogueReport:
+    """Read every site's products and the CRM catalogue; compare them."""
+    report = CatalogueReport()
+    crm_articles: set[str] = set()
+    async with KeepinCRMClient(
+        settings.crm.base_url, settings.crm.token, timeout=settings.crm.timeout
+    ) as crm:
+        async for item in crm.list_materials():
+            sku = str(item.get("sku") or "").strip()
+            if sku:
+                crm_articles.add(sku)
+    report.crm_items = len(crm_articles)
+
+    # article spelling key -> site -> spellings seen there
+    spellings: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for site in settings.sites:
+        pool = await open_shop_pool(settings.databases[site.name], site.name)
+        try:
+            products = await ShopReader(pool, site).catalogue_products(
+                settings.deals.language
+            )
+        finally:
+            await _close(pool)
+
+        for product in products:
+            report.products += 1
+            article = article_of(product.codes, settings.deals.article_fields)
+            if article is None:
+                continue
+            spellings[spelling_key(article)][site.name].add(article)
+            if article not in crm_articles:
+                report.unlinked.append(
+                    UnlinkedProduct(
+                        site=site.name,
+                        product_id=product.product_id,
+                        article=article,
+                        name=product.name,
+                        enabled=product.enabled,
+                    )
+                )
+
+    for key in sorted(spellings):
+        by_site = spellings[key]
+        every = {spelling for seen in by_site.values() for spelling in seen}
+        if len(every) > 1:
+            report.spellings.append(
+                SpellingGroup(
+                    key=key,
+                    spellings={site: sorted(seen) for site, seen in by_site.items()},
+                )
+            )
+
+    return report
+
+
+def spelling_key(article: str) -> str:
+    """What two spellings of one article share: letters and digits, any case."""
+    return re.sub(r"[\W_]+", "", article.casefold())
+
+
+async def _close(pool: aiomysql.Pool) -> None:
+    pool.close()
+    await pool.wait_closed()
