@@ -23,7 +23,7 @@ import msgspec
 
 from daemon.errors import SettingsError
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_REFERENCE = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SITE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -88,10 +88,23 @@ class CrmSettings(_Section, frozen=True, kw_only=True):
     base_url: str = "https://api.keepincrm.com/v1"
     token: str
     timeout: float = 30.0
+    # One limit for the whole CRM account, shared by every site: integrators
+    # report 429 from about 100 requests a minute.
+    requests_per_minute: int = 90
+    # Tries of one call that failed for a passing reason (timeout, dropped
+    # connection, 5xx, 429), with exponential backoff and jitter between them.
+    max_attempts: int = 5
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
 
     def __repr__(self) -> str:
         # The token must never reach a log line or a traceback.
         return f"CrmSettings(base_url={self.base_url!r}, token='***')"
+
+
+class RunSettings(_Section, frozen=True, kw_only=True):
+    # After SIGTERM: seconds to finish the work in hand and commit, then stop.
+    shutdown_seconds: float = 30.0
 
 
 class CaptureSettings(_Section, frozen=True, kw_only=True):
@@ -236,6 +249,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deals: DealSettings
     sites: list[SiteSettings]
     databases: dict[str, DatabaseUrl]
+    run: RunSettings = RunSettings()
 
     def site(self, name: str) -> SiteSettings:
         for site in self.sites:
@@ -247,6 +261,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 class _File(_Section, frozen=True, kw_only=True):
     event_log: EventLogSettings = EventLogSettings()
     crm: CrmSettings
+    run: RunSettings = RunSettings()
     capture: CaptureSettings = CaptureSettings()
     deals: DealSettings
     sites: list[SiteSettings]
@@ -293,6 +308,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         event_log=parsed.event_log,
         crm=parsed.crm,
         capture=parsed.capture,
+        run=parsed.run,
         deals=parsed.deals,
         sites=parsed.sites,
         databases=databases,
@@ -331,11 +347,31 @@ def _expand(
 def _expand_string(text: str, environ: Mapping[str, str], key: str) -> str:
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name.startswith("file:"):
+            return _secret_file(Path(name.removeprefix("file:")), key)
         if name not in environ:
             raise SettingsError(f"{key}: environment variable {name} is not set")
         return environ[name]
 
     return _ENV_REFERENCE.sub(substitute, text)
+
+
+def _secret_file(path: Path, key: str) -> str:
+    """A secret kept in a file (`${file:/run/secrets/crm_token}`), for its owner only.
+
+    A file that others can read is refused: the secret is as good as public.
+    """
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{key}: cannot read secret file {path}: {exc}") from exc
+    if mode & 0o077:
+        raise SettingsError(
+            f"{key}: secret file {path} can be read by others than its owner "
+            f"(mode {mode & 0o777:o}); chmod 600 it"
+        )
+    return text.rstrip("\r\n")
 
 
 def _parse_database_url(

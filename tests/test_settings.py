@@ -167,3 +167,26 @@ def test_a_map_naming_a_missing_field_is_refused(
 
     with pytest.raises(SettingsError, match=rf"sites\[0\]\.{key}"):
         load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_a_secret_may_come_from_a_file_only_its_owner_reads(tmp_path: Path) -> None:
+    """${file:PATH} reads the secret; the trailing newline is dropped."""
+    secret = tmp_path / "token"
+    secret.write_text("t0k3n-from-file\n", encoding="utf-8")
+    secret.chmod(0o600)
+    text = MINIMAL.replace("${TOKEN}", f"${{file:{secret}}}")
+
+    settings = load_settings(write(tmp_path, text), {})
+
+    assert settings.crm.token == "t0k3n-from-file"
+
+
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    """A world- or group-readable secret file stops loading, naming the key."""
+    secret = tmp_path / "token"
+    secret.write_text("t0k3n", encoding="utf-8")
+    secret.chmod(0o644)
+    text = MINIMAL.replace("${TOKEN}", f"${{file:{secret}}}")
+
+    with pytest.raises(SettingsError, match=r"crm\.token: secret file .* chmod 600"):
+        load_settings(write(tmp_path, text), {})
