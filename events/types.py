@@ -89,6 +89,26 @@ class DealUpdateFailed(_Event, frozen=True, kw_only=True):
     retryable: bool
 
 
+class RetryRequested(_Event, frozen=True, kw_only=True):
+    """An operator asked for a parked order to be tried again (`ocsync retry`)."""
+
+    marker: str
+    reason: str = ""
+
+
+class DealRelinked(_Event, frozen=True, kw_only=True):
+    """A deal found in the CRM by its marker, linked to its order again.
+
+    Written by `ocsync relink` after the log was lost or restored: `deal` is
+    the deal as the CRM showed it, so that a later correction knows which
+    lines ocsync sent.
+    """
+
+    marker: str
+    deal_id: int
+    deal: dict[str, Any]
+
+
 class CatalogueLinked(_Event, frozen=True, kw_only=True):
     """An article now links to a CRM catalogue item (None: no item has it)."""
 
@@ -105,6 +125,8 @@ Event = (
     | DealCreateFailed
     | DealUpdated
     | DealUpdateFailed
+    | RetryRequested
+    | DealRelinked
     | CatalogueLinked
 )
 
@@ -116,6 +138,8 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "DealCreateFailed": 1,
     "DealUpdated": 1,
     "DealUpdateFailed": 1,
+    "RetryRequested": 1,
+    "DealRelinked": 1,
     "CatalogueLinked": 1,
 }
 

@@ -14,6 +14,7 @@ response) is settled by looking the deal up by its marker before creating again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from events.types import (
     Event,
     OrderChanged,
     OrderPlaced,
+    RetryRequested,
 )
 from projections.deal import Deal, deal_with_warnings, line_article
 from projections.deal_client import client_for, pick_client
@@ -81,11 +83,12 @@ class DealProjection:
         self._held: set[str] = set()
         self._known_articles: set[str] = set()
 
-    async def run_once(self) -> DealsResult:
+    async def run_once(self, stop: asyncio.Event | None = None) -> DealsResult:
         """Project every event after the checkpoint; raises `CrmUnavailable`.
 
         A transient CRM failure stops the run *without* moving the checkpoint
         past that order, so the next run picks it up again (marker first).
+        When `stop` is set, the order in hand is finished and the run ends.
         """
         result = DealsResult()
         self._position = int(await self._store.checkpoint(CHECKPOINT) or 0)
@@ -98,6 +101,8 @@ class DealProjection:
 
         while batch := await self._store.read_all(after=self._position, limit=_BATCH):
             for record in batch:
+                if stop is not None and stop.is_set():
+                    break
                 if isinstance(record.event, OrderPlaced | OrderChanged):
                     state = fold(
                         record.stream, await self._store.read_stream(record.stream)
@@ -106,8 +111,16 @@ class DealProjection:
                     # log is passed over: the newest one is synced at its turn.
                     if state.snapshot_position == record.position:
                         await self._sync(state, result, at=record.position)
+                elif isinstance(record.event, RetryRequested):
+                    state = fold(
+                        record.stream, await self._store.read_stream(record.stream)
+                    )
+                    if state.snapshot is not None:
+                        await self._sync(state, result, at=record.position)
                 self._position = record.position
             await self._store.set_checkpoints(self._checkpoints())
+            if stop is not None and stop.is_set():
+                break
 
         log.info(
             "deals projected",

@@ -10,11 +10,13 @@ from events.store import RecordedEvent
 from events.types import (
     DealCreated,
     DealCreateFailed,
+    DealRelinked,
     DealRequested,
     DealUpdated,
     DealUpdateFailed,
     OrderChanged,
     OrderPlaced,
+    RetryRequested,
 )
 
 
@@ -74,4 +76,15 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.update_failure = None
             case DealUpdateFailed() as failure:
                 state.update_failure = failure
+            case DealRelinked(deal_id=deal_id, deal=deal):
+                state.deal_id = deal_id
+                state.sent = deal
+                # The CRM's stage is a manager's now: keep it until the status
+                # changes from the one the snapshot has.
+                state.sent_status = state.snapshot.status_id if state.snapshot else 0
+                state.unanswered_request = False
+                state.failure = None
+            case RetryRequested():
+                state.failure = None
+                state.update_failure = None
     return state

@@ -1,0 +1,90 @@
+"""Parked orders listed and retried; deals relinked to orders from the CRM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from events import DealRelinked, EventStore, open_event_store
+from projections.parked import UnknownOrder, parked_orders, request_retry
+from projections.relink import relink
+from tests import factories
+from tests.projection_support import Crm, events_of, place, projection, settings_for
+
+
+async def test_a_refused_order_is_listed_with_its_reason(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """A 422 leaves the order parked; status lists it with the CRM's words."""
+    url = await crm.serve(unknown_article="refuse", catalogue=[])
+    deals, _ = projection(crm, store, tmp_path, url)
+    await place(store, factories.snapshot())
+    await deals.run_once()
+
+    [parked] = await parked_orders(store, settings_for(tmp_path, url))
+
+    assert (parked.stream, parked.kind, parked.status) == ("site_a:1", "parked", 422)
+    assert "TS-01" in parked.reason
+
+
+async def test_a_retry_after_the_fix_sends_the_parked_order(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """retry: after the catalogue gains the item, the parked order becomes a deal."""
+    refusing = await crm.serve(unknown_article="refuse", catalogue=[])
+    deals, _ = projection(crm, store, tmp_path, refusing)
+    await place(store, factories.snapshot())
+    await deals.run_once()
+    fixed = await crm.serve(
+        unknown_article="refuse",
+        catalogue=[{"sku": "TS-01", "title": "Футболка", "price": 15}],
+    )
+    deals, client = projection(crm, store, tmp_path, fixed)
+
+    untouched = await deals.run_once()
+    await request_retry(store, "site_a:1", "catalogue fixed")
+    retried = await deals.run_once()
+
+    assert untouched.created == 0
+    assert retried.created == 1
+    assert len([d async for d in client.list_deals()]) == 1
+    assert await parked_orders(store, settings_for(tmp_path, fixed)) == []
+
+
+async def test_retrying_an_unknown_order_is_an_error(store: EventStore) -> None:
+    """A marker the log does not hold is refused by name."""
+    with pytest.raises(UnknownOrder, match="site_a:404"):
+        await request_retry(store, "site_a:404")
+
+
+async def test_a_lost_log_is_relinked_and_no_second_deal_is_made(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """relink finds each deal by its marker; the re-captured order corrects it."""
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    await place(store, factories.snapshot())
+    await place(store, factories.snapshot(order_id=2))
+    await deals.run_once()
+
+    # The log is lost: a new, empty one.
+    fresh = await open_event_store("sqlite:///restored.db", tmp_path)
+    try:
+        result = await relink(fresh, client, settings_for(tmp_path, url))
+        again = await relink(fresh, client, settings_for(tmp_path, url))
+        restored, _ = projection(crm, fresh, tmp_path, url)
+        await place(fresh, factories.snapshot(lines=[factories.line(quantity=2)]))
+        await place(fresh, factories.snapshot(order_id=2))
+        after = await restored.run_once()
+        relinked = await events_of(fresh, "site_a:1")
+    finally:
+        await fresh.close()
+
+    assert (result.linked, again.linked, again.already) == (2, 0, 2)
+    assert isinstance(relinked[0], DealRelinked)
+    assert after.created == 0
+    assert len([d async for d in client.list_deals()]) == 2
+    [deal] = [d async for d in client.list_deals(title_eq="№1 Техно Світ")]
+    products = [job for job in deal["jobs"] if job["sku"] == "TS-01"]
+    assert [job["amount"] for job in products] == [2]
