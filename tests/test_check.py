@@ -1,0 +1,129 @@
+"""`ocsync check`: parts reachable, and a warning for a shop user that can write."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from daemon.check import check, writable_privileges
+from daemon.settings import (
+    CaptureSettings,
+    CrmSettings,
+    DatabaseUrl,
+    EventLogSettings,
+    Settings,
+)
+from tests import factories
+from tests.conftest import OpenCartShop
+from tests.projection_support import TOKEN, Crm
+
+
+def check_settings(
+    tmp_path: Path, url: str, shop: OpenCartShop, database: DatabaseUrl
+) -> Settings:
+    return Settings(
+        base_dir=tmp_path,
+        event_log=EventLogSettings(),
+        crm=CrmSettings(base_url=url, token=TOKEN),
+        capture=CaptureSettings(),
+        deals=factories.deal_settings(),
+        sites=[shop.site("site_a")],
+        databases={"site_a": database},
+    )
+
+
+@pytest.fixture
+async def reader(
+    make_shop: Callable[..., Awaitable[OpenCartShop]],
+) -> AsyncIterator[tuple[OpenCartShop, DatabaseUrl]]:
+    """A scratch shop and a user that may only SELECT from it."""
+    shop = await make_shop()
+    user, password = f"ocsync_ro_{secrets.token_hex(4)}", secrets.token_hex(12)
+    for host in ("localhost", "127.0.0.1"):
+        await shop.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY %s", password)
+        await shop.execute(
+            f"GRANT SELECT ON `{shop.url.database}`.* TO '{user}'@'{host}'"
+        )
+    yield (
+        shop,
+        DatabaseUrl(
+            user=user,
+            password=password,
+            host=shop.url.host,
+            port=shop.url.port,
+            database=shop.url.database,
+        ),
+    )
+    for host in ("localhost", "127.0.0.1"):
+        await shop.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+async def test_a_read_only_user_passes_without_warning(
+    reader: tuple[OpenCartShop, DatabaseUrl], crm: Crm, tmp_path: Path
+) -> None:
+    """SELECT only: every part answers, no warning."""
+    shop, database = reader
+    url = await crm.serve()
+
+    report = await check(check_settings(tmp_path, url, shop, database))
+
+    assert report.passed, report.failures
+    assert report.warnings == []
+    assert any(line.startswith("site site_a:") for line in report.ok)
+
+
+async def test_a_user_that_can_write_is_warned_about(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """root can write: the check passes but warns, naming site and user."""
+    shop = await make_shop()
+    url = await crm.serve()
+
+    report = await check(check_settings(tmp_path, url, shop, shop.url))
+
+    assert report.passed
+    [warning] = report.warnings
+    assert warning.startswith("site site_a: user 'root' can write")
+
+
+async def test_a_wrong_token_and_an_unreachable_shop_fail_the_check(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """Each failure is named: the shop's database, and the CRM's refusal."""
+    shop = await make_shop()
+    url = await crm.serve()
+    settings = check_settings(tmp_path, url, shop, shop.url)
+    gone = DatabaseUrl(
+        user="root", password="", host="127.0.0.1", port=9, database="none"
+    )
+    broken = Settings(
+        base_dir=tmp_path,
+        event_log=settings.event_log,
+        crm=CrmSettings(base_url=url, token="wrong-token", max_attempts=1),
+        capture=settings.capture,
+        deals=settings.deals,
+        sites=settings.sites,
+        databases={"site_a": gone},
+    )
+
+    report = await check(broken)
+
+    assert not report.passed
+    assert [line.split(":")[0] for line in report.failures] == ["site site_a", "crm"]
+
+
+def test_grants_beyond_select_are_writes() -> None:
+    """SELECT and USAGE read; INSERT, UPDATE or ALL on the shop's data write."""
+    grants = [
+        "GRANT USAGE ON *.* TO `r`@`%`",
+        "GRANT SELECT, INSERT ON `shop`.* TO `r`@`%`",
+        "GRANT UPDATE ON `other`.* TO `r`@`%`",
+    ]
+
+    assert writable_privileges(grants, "shop") == {"INSERT"}
+    assert writable_privileges(["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"], "x") == {
+        "ALL PRIVILEGES"
+    }
