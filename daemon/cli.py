@@ -8,14 +8,19 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from daemon.errors import DaemonError
 from daemon.logs import configure_logging
 from daemon.settings import Settings, default_settings_path, load_settings
+
+if TYPE_CHECKING:
+    from events import EventStore
+    from projections.keepincrm.client import KeepinCRMClient
 
 log = structlog.get_logger("ocsync")
 
@@ -81,6 +86,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.set_defaults(command=_sandbox)
 
+    replay = commands.add_parser(
+        "replay", help="apply today's settings to what the log holds"
+    )
+    targets = replay.add_subparsers(required=True, metavar="TARGET")
+    deals = targets.add_parser(
+        "deals", help="correct existing deals to match today's settings"
+    )
+    deals.add_argument("--site", help="only this site's orders")
+    deals.add_argument(
+        "--from",
+        dest="from_position",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="only orders whose newest snapshot is at or after this log position",
+    )
+    deals.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would change; send and record nothing",
+    )
+    deals.set_defaults(command=_replay_deals)
+    catalogue = targets.add_parser(
+        "catalogue", help="relink every article to its CRM catalogue item"
+    )
+    catalogue.add_argument(
+        "--dry-run", action="store_true", help="print what would change; record nothing"
+    )
+    catalogue.set_defaults(command=_replay_catalogue)
+
+    audit = commands.add_parser("audit", help="print one order's story from the log")
+    audit.add_argument("order", metavar="SITE:ORDER_ID", help="e.g. site_a:17")
+    audit.add_argument("--json", action="store_true", help="print it as JSON")
+    audit.set_defaults(command=_audit)
+
     return parser
 
 
@@ -143,3 +183,125 @@ def _sandbox(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+class _CommandFailed(Exception):
+    """A command that cannot do what was asked: its message and exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _replay_deals(args: argparse.Namespace) -> int:
+    from projections.replay import render_deals_replay, replay_deals
+
+    settings = _settings(args)
+
+    async def replay() -> tuple[str, int]:
+        # A dry run sends nothing: it needs no CRM at all.
+        async with _log_and_crm(settings, crm=not args.dry_run) as (store, crm):
+            result = await replay_deals(
+                store,
+                settings,
+                crm,
+                site=args.site,
+                from_position=args.from_position,
+                dry_run=args.dry_run,
+            )
+        code = 1 if result.refused or result.unmapped else 0
+        return render_deals_replay(result), code
+
+    return _report(settings, replay)
+
+
+def _replay_catalogue(args: argparse.Namespace) -> int:
+    from projections.replay import render_catalogue_replay, replay_catalogue
+
+    settings = _settings(args)
+
+    async def replay() -> tuple[str, int]:
+        async with _log_and_crm(settings, crm=True) as (store, crm):
+            assert crm is not None
+            result = await replay_catalogue(store, settings, crm, dry_run=args.dry_run)
+        return render_catalogue_replay(result), 0
+
+    return _report(settings, replay)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from projections.audit import audit_order, render_audit, render_audit_json
+
+    settings = _settings(args)
+
+    async def audit() -> tuple[str, int]:
+        async with _log_and_crm(settings, crm=False) as (store, _):
+            found = await audit_order(store, args.order, settings.deals)
+        if found is None:
+            raise _CommandFailed(
+                f"audit: no order {args.order!r} in the event log (name it"
+                " SITE:ORDER_ID as in its deal's marker, e.g. site_a:17)",
+                code=1,
+            )
+        return (render_audit_json(found) if args.json else render_audit(found)), 0
+
+    return _report(settings, audit)
+
+
+@contextlib.asynccontextmanager
+async def _log_and_crm(
+    settings: Settings, *, crm: bool
+) -> AsyncIterator[tuple[EventStore, KeepinCRMClient | None]]:
+    """The event log, and a CRM client when the command talks to the CRM."""
+    from events import open_event_store
+    from projections.keepincrm.client import KeepinCRMClient
+
+    store = await open_event_store(settings.event_log.url, settings.base_dir)
+    try:
+        if not crm:
+            yield store, None
+            return
+        # The account's rate limit and retries, as `ocsync run` has them.
+        async with KeepinCRMClient.from_settings(settings.crm) as client:
+            yield store, client
+    finally:
+        await store.close()
+
+
+def _report(
+    settings: Settings, work: Callable[[], Coroutine[Any, Any, tuple[str, int]]]
+) -> int:
+    """Run a command's work, print its text, and turn failures into exit codes.
+
+    0 done, 1 the CRM or the log failed (or some orders were refused), 2 the
+    settings cannot be honoured. Secrets are masked in everything printed.
+    """
+    from events import EventLogError
+    from projections.errors import ProjectionError
+    from projections.keepincrm.errors import KeepinCRMError
+
+    secrets = [settings.crm.token]
+    secrets += [database.password for database in settings.databases.values()]
+
+    def masked(text: str) -> str:
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    try:
+        text, code = asyncio.run(work())
+    except _CommandFailed as exc:
+        print(masked(f"ocsync {exc}"), file=sys.stderr)
+        return exc.code
+    except (KeepinCRMError, EventLogError) as exc:
+        print(masked(f"ocsync: {exc}"), file=sys.stderr)
+        return 1
+    except ProjectionError as exc:
+        # CrmUnavailable: try again later; UncapturedData: change the settings.
+        from projections.deals import CrmUnavailable
+
+        print(masked(f"ocsync: {exc}"), file=sys.stderr)
+        return 1 if isinstance(exc, CrmUnavailable) else 2
+    print(masked(text))
+    return code

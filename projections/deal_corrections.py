@@ -56,7 +56,9 @@ def deal_changes(
     changes = changed_scalars(deal_diff(sent, desired), desired)
 
     status = snapshot.status_id
-    if status != state.sent_status:
+    # 0: the status the deal was last synced at is unknown (a deal relinked
+    # from the CRM): leave the stage to the managers until it changes.
+    if state.sent_status and status != state.sent_status:
         stage_id = site.stage_for(status)
         if stage_id is not None:
             changes["stage_id"] = stage_id
