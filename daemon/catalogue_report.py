@@ -50,9 +50,7 @@ async def catalogue_report(settings: Settings) -> CatalogueReport:
     """Read every site's products and the CRM catalogue; compare them."""
     report = CatalogueReport()
     crm_articles: set[str] = set()
-    async with KeepinCRMClient(
-        settings.crm.base_url, settings.crm.token, timeout=settings.crm.timeout
-    ) as crm:
+    async with KeepinCRMClient.from_settings(settings.crm) as crm:
         async for item in crm.list_materials():
             sku = str(item.get("sku") or "").strip()
             if sku:
@@ -109,3 +107,25 @@ def spelling_key(article: str) -> str:
 async def _close(pool: aiomysql.Pool) -> None:
     pool.close()
     await pool.wait_closed()
+
+
+def render_report(report: CatalogueReport) -> str:
+    """`ocsync catalogue` as text: the two lists, each sorted for reading."""
+    lines = [
+        f"{report.products} shop product(s), {report.crm_items} CRM catalogue item(s)."
+    ]
+    lines.append(f"Products whose article no CRM item carries: {len(report.unlinked)}")
+    for product in sorted(report.unlinked, key=lambda p: (p.site, p.article)):
+        disabled = "" if product.enabled else " (disabled in the shop)"
+        lines.append(
+            f"  {product.site:<12} {product.article:<20} {product.name}"
+            f" [product_id {product.product_id}]{disabled}"
+        )
+    lines.append(f"Articles spelt differently across sites: {len(report.spellings)}")
+    for group in report.spellings:
+        spelt = "; ".join(
+            f"{site}: {', '.join(spellings)}"
+            for site, spellings in sorted(group.spellings.items())
+        )
+        lines.append(f"  {spelt}")
+    return "\n".join(lines)

@@ -115,3 +115,10 @@ def writable_privileges(grants: list[str], database: str) -> set[str]:
             elif name not in _READ_ONLY:
                 writes.add(name)
     return writes
+
+
+def render_check(report: CheckReport) -> str:
+    lines = [f"ok       {line}" for line in report.ok]
+    lines += [f"warning  {line}" for line in report.warnings]
+    lines += [f"failed   {line}" for line in report.failures]
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.errors import DaemonError
+from daemon.errors import DaemonError, ShopUnavailable
 from daemon.logs import configure_logging
 from daemon.settings import Settings, default_settings_path, load_settings
 
@@ -115,6 +115,34 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would change; record nothing"
     )
     catalogue.set_defaults(command=_replay_catalogue)
+
+    status = commands.add_parser(
+        "status", help="list orders parked, held or waiting for the CRM"
+    )
+    status.set_defaults(command=_status)
+
+    retry = commands.add_parser("retry", help="try parked orders again after a fix")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("order", nargs="?", metavar="SITE:ORDER_ID")
+    which.add_argument("--all", action="store_true", help="every parked order")
+    retry.set_defaults(command=_retry)
+
+    relink = commands.add_parser(
+        "relink", help="rebuild order-to-deal links from the CRM, by marker"
+    )
+    relink.add_argument("--site", help="only this site's deals")
+    relink.set_defaults(command=_relink)
+
+    check = commands.add_parser(
+        "check", help="check the log, every shop and the CRM; warn of writable users"
+    )
+    check.set_defaults(command=_check)
+
+    catalogue_report = commands.add_parser(
+        "catalogue",
+        help="shop products with no CRM item, and articles spelt two ways",
+    )
+    catalogue_report.set_defaults(command=_catalogue)
 
     audit = commands.add_parser("audit", help="print one order's story from the log")
     audit.add_argument("order", metavar="SITE:ORDER_ID", help="e.g. site_a:17")
@@ -246,6 +274,89 @@ def _audit(args: argparse.Namespace) -> int:
         return (render_audit_json(found) if args.json else render_audit(found)), 0
 
     return _report(settings, audit)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from projections.parked import parked_orders, render_parked
+
+    settings = _settings(args)
+
+    async def status() -> tuple[str, int]:
+        async with _log_and_crm(settings, crm=False) as (store, _):
+            parked = await parked_orders(store, settings)
+        return render_parked(parked), 0
+
+    return _report(settings, status)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from projections.parked import UnknownOrder, parked_orders, request_retry
+
+    settings = _settings(args)
+
+    async def retry() -> tuple[str, int]:
+        async with _log_and_crm(settings, crm=False) as (store, _):
+            if args.all:
+                markers = [
+                    order.stream for order in await parked_orders(store, settings)
+                ]
+            else:
+                markers = [args.order]
+            try:
+                for marker in markers:
+                    await request_retry(store, marker, "ocsync retry")
+            except UnknownOrder as exc:
+                raise _CommandFailed(f"retry: {exc}", code=1) from exc
+        return (
+            f"{len(markers)} order(s) will be tried again by the next pass of "
+            "ocsync run.",
+            0,
+        )
+
+    return _report(settings, retry)
+
+
+def _relink(args: argparse.Namespace) -> int:
+    from projections.relink import relink, render_relink
+
+    settings = _settings(args)
+    if args.site is not None:
+        settings.site(args.site)
+
+    async def relinked() -> tuple[str, int]:
+        async with _log_and_crm(settings, crm=True) as (store, crm):
+            assert crm is not None
+            result = await relink(store, crm, settings, site=args.site)
+        return render_relink(result), 0
+
+    return _report(settings, relinked)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from daemon.check import check, render_check
+
+    settings = _settings(args)
+
+    async def checked() -> tuple[str, int]:
+        report = await check(settings)
+        return render_check(report), 0 if report.passed else 1
+
+    return _report(settings, checked)
+
+
+def _catalogue(args: argparse.Namespace) -> int:
+    from daemon.catalogue_report import catalogue_report, render_report
+
+    settings = _settings(args)
+
+    async def reported() -> tuple[str, int]:
+        try:
+            report = await catalogue_report(settings)
+        except ShopUnavailable as exc:
+            raise _CommandFailed(f"catalogue: {exc}", code=1) from exc
+        return render_report(report), 0
+
+    return _report(settings, reported)
 
 
 @contextlib.asynccontextmanager

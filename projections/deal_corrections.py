@@ -28,7 +28,7 @@ from projections.keepincrm.client import (
     close_as_failed_fields,
     nested_line_changes,
 )
-from projections.keepincrm.errors import KeepinCRMError
+from projections.keepincrm.errors import KeepinCRMError, PaymentRequired, Unauthorized
 from projections.order_state import OrderState
 
 Outcome = Literal["updated", "unchanged", "refused"]
@@ -106,8 +106,14 @@ async def correct_deal(
         if changes:
             await crm.update_deal(deal_id, changes)
         if note is not None:
-            await crm.add_deal_comment(deal_id, note)
+            # A run cut off after the CRM took the comment sends it again:
+            # the deal then shows it already, and a second copy is not added.
+            if not await _has_comment(crm, deal_id, note):
+                await crm.add_deal_comment(deal_id, note)
             changes[COMMENT_ADDED] = note
+    except (Unauthorized, PaymentRequired) as exc:
+        # The account, not this deal, is refused: stop the pass.
+        raise CorrectionFailed(exc) from exc
     except KeepinCRMError as exc:
         if exc.retryable:
             raise CorrectionFailed(exc) from exc
@@ -181,14 +187,29 @@ def lines_note(desired: Deal) -> str:
 async def _line_changes(
     crm: KeepinCRMClient, deal_id: int, sent_lines: list[dict[str, Any]], desired: Deal
 ) -> list[dict[str, Any]]:
-    """Remove the lines ocsync sent, add the right ones; hand-made lines stay."""
+    """Remove the lines ocsync sent, add the right ones; hand-made lines stay.
+
+    Lines with the articles about to be sent count as ocsync's too: a pass cut
+    off after the CRM took its lines, but before the log recorded them, must
+    not leave those lines twice when it runs again.
+    """
     ours = {
         str((line.get("product_attributes") or {}).get("sku", ""))
-        for line in sent_lines
+        for line in [*sent_lines, *desired.get("jobs_attributes", [])]
     }
     current = (await crm.get_deal(deal_id)).get("jobs") or []
     stale = [int(job["id"]) for job in current if str(job.get("sku", "")) in ours]
     return nested_line_changes(removed=stale, added=desired.get("jobs_attributes", []))
+
+
+async def _has_comment(crm: KeepinCRMClient, deal_id: int, note: str) -> bool:
+    # The read shape's `comments` is modelled by the sandbox; where the CRM
+    # shows none, the comment is simply added.
+    comments = (await crm.get_deal(deal_id)).get("comments") or []
+    return any(
+        isinstance(comment, dict) and comment.get("note") == note
+        for comment in comments
+    )
 
 
 async def _append(

@@ -137,9 +137,29 @@ class DealProjection:
     async def _sync(
         self, state: OrderState, result: DealsResult, at: int | None = None
     ) -> None:
-        """Bring one order's deal in line with its newest snapshot."""
+        """Bring one order's deal in line with its newest snapshot.
+
+        The order is bound to the logging context, so the CRM client's own
+        request lines name the order they are for.
+        """
         snapshot = state.snapshot
         assert snapshot is not None
+        with structlog.contextvars.bound_contextvars(
+            site=snapshot.site,
+            order_id=snapshot.order_id,
+            stream=state.stream,
+            position=state.snapshot_position,
+            deal_id=state.deal_id,
+        ):
+            await self._sync_order(state, snapshot, result, at)
+
+    async def _sync_order(
+        self,
+        state: OrderState,
+        snapshot: OrderSnapshot,
+        result: DealsResult,
+        at: int | None,
+    ) -> None:
         if at is not None:
             self._position = at
         bound = log.bind(
@@ -241,6 +261,7 @@ class DealProjection:
                 site,
                 self._checkpoints(),
                 bound.bind(deal_id=state.deal_id),
+                line_update=self._settings.deals.line_update,
             )
         except CorrectionFailed as exc:
             bound.warning(

@@ -92,3 +92,18 @@ async def request_retry(store: EventStore, marker: str, reason: str = "") -> int
         ]
     )
     return written.position
+
+
+def render_parked(parked: list[ParkedOrder]) -> str:
+    """`ocsync status`: one line per order waiting for a fix, oldest first."""
+    if not parked:
+        return "No parked orders: every captured order has its deal or is on its way."
+    lines = [f"{len(parked)} order(s) waiting:"]
+    for order in sorted(parked, key=lambda order: order.position):
+        status = f" {order.status}" if order.status else ""
+        lines.append(
+            f"  {order.stream:<16} {order.kind:<10}{status} since {order.since}: "
+            f"{order.reason}"
+        )
+    lines.append("After a fix: ocsync retry SITE:ORDER_ID (or --all).")
+    return "\n".join(lines)

@@ -130,3 +130,17 @@ def _as_sent(deal: dict[str, Any]) -> dict[str, Any]:
         for job in deal.get("jobs") or []
     ]
     return sent
+
+
+def render_relink(result: RelinkResult) -> str:
+    lines = [
+        f"{result.linked} deal(s) linked to their orders, "
+        f"{result.already} already linked."
+    ]
+    for marker, ids in sorted(result.duplicates.items()):
+        lines.append(f"  {marker}: several deals carry this marker: {ids}")
+    for marker, (ours, theirs) in sorted(result.conflicts.items()):
+        lines.append(
+            f"  {marker}: the log links deal {ours}, the CRM's marker is on {theirs}"
+        )
+    return "\n".join(lines)

@@ -174,6 +174,10 @@ def _settings_text(
 ) -> str:
     example = (REPO / "settings.toml").read_text("utf-8")
     header, *site_blocks = example.split("\n[[sites]]")
+    # The sandbox is no real account: the demo need not pace its requests.
+    header = re.sub(
+        r"(?m)^requests_per_minute = .*$", "requests_per_minute = 6000", header
+    )
     header = re.sub(
         r"(?m)^base_url = .*$",
         f'base_url = "http://127.0.0.1:{sandbox_port}/v1"',
@@ -230,7 +234,7 @@ async def _show_deals(base_url: str, token: str, marker_field: str) -> None:
     table.add_column("total", justify="right")
 
     count = 0
-    async with KeepinCRMClient(base_url, token) as crm:
+    async with KeepinCRMClient(base_url, token, requests_per_minute=6000) as crm:
         summaries = [deal async for deal in crm.list_deals()]
         for summary in sorted(summaries, key=lambda deal: int(deal["id"])):
             deal = await crm.get_deal(int(summary["id"]))

@@ -74,6 +74,8 @@ url = "sqlite:///events.db"
 base_url = "{crm_url}"
 token = "${{E2E_CRM_TOKEN}}"
 timeout = 10
+# The sandbox is no real account: no need to pace the tests.
+requests_per_minute = 60000
 
 [capture]
 poll_interval = 1
@@ -92,6 +94,12 @@ city = "field_8"
 
 async def run_ocsync(config: Path, *args: str) -> tuple[int, str]:
     """`ocsync --config FILE ARGS...` as its own process; its code and stderr."""
+    code, _, stderr = await ocsync_output(config, *args)
+    return code, stderr
+
+
+async def ocsync_output(config: Path, *args: str) -> tuple[int, str, str]:
+    """`ocsync --config FILE ARGS...`: exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -104,12 +112,16 @@ async def run_ocsync(config: Path, *args: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await process.communicate()
-    return process.returncode or 0, stderr.decode("utf-8", "replace")
+    stdout, stderr = await process.communicate()
+    return (
+        process.returncode or 0,
+        stdout.decode("utf-8", "replace"),
+        stderr.decode("utf-8", "replace"),
+    )
 
 
 async def deals_by_marker(crm_url: str) -> dict[str, dict[str, Any]]:
-    async with KeepinCRMClient(crm_url, TOKEN) as client:
+    async with KeepinCRMClient(crm_url, TOKEN, requests_per_minute=60000) as client:
         ids = [int(deal["id"]) async for deal in client.list_deals()]
         deals = [await client.get_deal(deal_id) for deal_id in ids]
     by_marker: dict[str, dict[str, Any]] = {}

@@ -66,7 +66,7 @@ class Crm:
         return str(server.make_url("/v1"))
 
     def client(self, url: str) -> KeepinCRMClient:
-        client = KeepinCRMClient(url, TOKEN, timeout=5)
+        client = KeepinCRMClient(url, TOKEN, timeout=5, requests_per_minute=60000)
         self.clients.append(client)
         return client
 

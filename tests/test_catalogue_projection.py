@@ -62,7 +62,11 @@ async def serve_crm(tmp_path: Path) -> AsyncIterator[ServeCrm]:
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
-        clients.append(KeepinCRMClient(str(server.make_url("/v1")), TOKEN, timeout=5))
+        clients.append(
+            KeepinCRMClient(
+                str(server.make_url("/v1")), TOKEN, timeout=5, requests_per_minute=60000
+            )
+        )
         return clients[-1]
 
     yield serve

@@ -88,12 +88,6 @@ async def test_crm_lines_carry_the_deal_the_status_and_the_attempt(
         assert all(call.get(name) is not None for name in ORDER_FIELDS), call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/deals.py binds the order on its own logger only, so the"
-    " client's `keepincrm call` lines of a run name no order and no deal (a"
-    " replay binds them with structlog.contextvars)",
-)
 async def test_the_runs_crm_lines_name_the_order_and_the_deal(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:

@@ -436,13 +436,6 @@ class AnswerLost(SqliteEventStore):
         return await super().append(appends, checkpoints)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="correct_deal records a correction only after the CRM answered: run"
-    " again, `replace` removes only the lines last recorded and adds the right"
-    " ones a second time, `comment` adds a second comment (needs an intent event"
-    " before the call, as DealRequested is for creates)",
-)
 @pytest.mark.parametrize("line_update", ["replace", "comment"])
 async def test_a_replay_interrupted_after_the_crm_answered_leaves_no_duplicate(
     shops: dict[str, OpenCartShop],

@@ -1,0 +1,71 @@
+"""Operator commands on the fixture shops: status, retry, relink, check, catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import OpenCartShop
+from tests.e2e_support import SandboxCrm, ocsync_output, run_ocsync, write_settings
+
+
+async def synced(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> Path:
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+    code, log = await run_ocsync(config, "run", "--once")
+    assert code == 0, log
+    return config
+
+
+async def test_status_and_retry_after_a_clean_sync(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """Nothing parked after the fixture sync; retrying an unknown order fails."""
+    config = await synced(shops, sandbox, tmp_path)
+
+    status = await ocsync_output(config, "status")
+    unknown = await ocsync_output(config, "retry", "site_a:404")
+    every = await ocsync_output(config, "retry", "--all")
+
+    assert status[0] == 0 and status[1].startswith("No parked orders")
+    assert unknown[0] == 1 and "no order 'site_a:404'" in unknown[2]
+    assert every[0] == 0 and every[1].startswith("0 order(s)")
+
+
+async def test_relink_finds_every_deal_already_linked(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """After a sync the log already links all 14 deals: relink changes nothing."""
+    config = await synced(shops, sandbox, tmp_path)
+
+    code, out, err = await ocsync_output(config, "relink")
+
+    assert code == 0, err
+    assert out.startswith("0 deal(s) linked to their orders, 14 already linked.")
+
+
+async def test_check_warns_that_root_can_write(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """The fixture shops are read as root: check passes, warning for each site."""
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+
+    code, out, err = await ocsync_output(config, "check")
+
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2
+    assert all("user 'root' can write" in line for line in warnings)
+
+
+async def test_catalogue_reports_products_the_crm_lacks(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """An empty CRM catalogue: all 21 products of each site listed, none spelt twice."""
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+
+    code, out, err = await ocsync_output(config, "catalogue")
+
+    assert code == 0, err
+    assert "Products whose article no CRM item carries: 42" in out
+    assert "Articles spelt differently across sites: 0" in out
