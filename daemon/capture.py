@@ -194,8 +194,12 @@ class SiteCapture:
         if candidates:
             last = candidates[-1]
             poll.page_after = (last.date_modified, last.order_id)
-            newest = max(candidate.date_modified for candidate in candidates)
-            poll.modified = max(poll.modified or newest, newest)
+            # A NULL date_modified ("") is no time to resume from: the cursor
+            # would read the whole shop again at every poll.
+            dates = [c.date_modified for c in candidates if c.date_modified]
+            if dates:
+                newest = max(dates)
+                poll.modified = max(poll.modified or newest, newest)
         if len(candidates) < size:
             poll.history_id = max(poll.start.history_id, poll.ceiling)
             poll.orders_done = True
@@ -338,7 +342,12 @@ class SiteCapture:
                 snapshots.update(await self._reader.read_snapshots([order_id]))
             except ShopDataError as exc:
                 # Left for the next poll: someone may fix the row meanwhile.
-                self._log.error("order unreadable", order_id=order_id, error=str(exc))
+                self._log.error(
+                    "order unreadable",
+                    order_id=order_id,
+                    field=exc.field,
+                    error=str(exc),
+                )
                 poll.deferred.add(order_id)
         return snapshots
 

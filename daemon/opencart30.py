@@ -108,7 +108,13 @@ class OpenCart30:
             params["since"] = since_modified
 
         conditions = [f"(({modified}) OR newer.`order_id` IS NOT NULL)"]
-        if page_after is not None:
+        if page_after is not None and not page_after[0]:
+            # The page ended among NULL dates (""), which MySQL sorts first.
+            conditions.append(
+                "(o.`date_modified` IS NOT NULL OR o.`order_id` > %(page_order)s)"
+            )
+            params["page_order"] = page_after[1]
+        elif page_after is not None:
             conditions.append(
                 "(o.`date_modified` > %(page_modified)s OR (o.`date_modified` ="
                 " %(page_modified)s AND o.`order_id` > %(page_order)s))"

@@ -183,11 +183,14 @@ class ShopReader:
         async with self.connection() as connection:
             rows = await _fetch(connection, query)
 
+        # 4.1 columns are nullable: a NULL status is listed by its history rows
+        # only (and found unreadable when read); a NULL date_modified is "", which
+        # sorts first, as MySQL sorts NULL.
         return [
             Candidate(
                 order_id=int(row["order_id"]),
-                status=int(row["order_status_id"]),
-                date_modified=str(row["date_modified"]),
+                status=int(row["order_status_id"] or 0),
+                date_modified=str(row["date_modified"] or ""),
                 history_id=int(row["history_id"] or 0),
             )
             for row in rows
@@ -431,6 +434,12 @@ class _Snapshots:
         snapshots = {}
         for row in rows["orders"]:
             order_id = int(row["order_id"])
+            if row["order_status_id"] is None:
+                # Neither confirmed nor abandoned (0): a row someone left half
+                # written, read again by the next poll.
+                raise ShopDataError(
+                    self.site, order_id, "order.order_status_id", "NULL, not a status"
+                )
             order_lines = lines.get(order_id, [])
             country_codes = {
                 key: countries[key] for key in _country_ids([row]) if key in countries
@@ -461,24 +470,32 @@ class _Snapshots:
                 for code in self.sql.product_codes
             }
 
+        table = "order_product."
         return Line(
-            order_product_id=self._int(row, "order_product_id", order_id),
-            product_id=self._int(row, "product_id", order_id),
+            order_product_id=self._int(row, "order_product_id", order_id, table),
+            # NULL (4.1) as OpenCart's 0, "none": no catalogue row is found, and
+            # the order's own name, model and option text stand in for it.
+            product_id=self._int(row, "product_id", order_id, table, null_as=0),
             name=_unescaped(row["name"]),
             model=_unescaped(row["model"]),
-            quantity=self._int(row, "quantity", order_id),
-            price=self._money(row, "price", order_id),
-            total=self._money(row, "total", order_id),
-            tax=self._money(row, "tax", order_id),
+            quantity=self._int(row, "quantity", order_id, table),
+            price=self._money(row, "price", order_id, table),
+            total=self._money(row, "total", order_id, table),
+            tax=self._money(row, "tax", order_id, table),
             codes=codes,
             options=[self._option(option, order_id) for option in options],
         )
 
     def _option(self, row: _Row, order_id: int) -> LineOption:
+        table = "order_option."
         return LineOption(
-            order_option_id=self._int(row, "order_option_id", order_id),
-            product_option_id=self._int(row, "product_option_id", order_id),
-            product_option_value_id=self._int(row, "product_option_value_id", order_id),
+            order_option_id=self._int(row, "order_option_id", order_id, table),
+            product_option_id=self._int(
+                row, "product_option_id", order_id, table, null_as=0
+            ),
+            product_option_value_id=self._int(
+                row, "product_option_value_id", order_id, table, null_as=0
+            ),
             # INT columns arrive as int, or None when the catalogue row is gone.
             option_id=row["option_id"],
             option_value_id=row["option_value_id"],
@@ -489,18 +506,21 @@ class _Snapshots:
 
     def _total(self, row: _Row) -> TotalRow:
         order_id = int(row["order_id"])
+        table = "order_total."
         return TotalRow(
             code=str(row["code"] or ""),
             title=_unescaped(row["title"]),
-            value=self._money(row, "value", order_id),
-            sort_order=self._int(row, "sort_order", order_id),
+            value=self._money(row, "value", order_id, table),
+            # 4.1's default; the query orders NULLs first, then by row id.
+            sort_order=self._int(row, "sort_order", order_id, table, null_as=0),
         )
 
     def _history(self, row: _Row) -> HistoryRow:
         order_id = int(row["order_id"])
+        table = "order_history."
         return HistoryRow(
-            order_history_id=self._int(row, "order_history_id", order_id),
-            order_status_id=self._int(row, "order_status_id", order_id),
+            order_history_id=self._int(row, "order_history_id", order_id, table),
+            order_status_id=self._int(row, "order_status_id", order_id, table),
             notify=bool(row["notify"]),
             comment=_unescaped(row["comment"]),
             date_added=str(row["date_added"] or ""),
@@ -512,18 +532,31 @@ class _Snapshots:
         places = self._int(row, "decimal_place", order_id, "currency.")
         return _currency(row, places)
 
-    def _int(self, row: _Row, column: str, order_id: int, table: str = "") -> int:
+    def _int(
+        self,
+        row: _Row,
+        column: str,
+        order_id: int,
+        table: str = "",
+        *,
+        null_as: int | None = None,
+    ) -> int:
         value = row[column]
+        if value is None and null_as is not None:
+            return null_as
         try:
             return int(value)
         except (TypeError, ValueError):
             reason = f"{value!r} is not a whole number"
+            if value is None:
+                reason = "NULL, not a whole number"
             raise ShopDataError(self.site, order_id, table + column, reason) from None
 
-    def _money(self, row: _Row, column: str, order_id: int) -> str:
+    def _money(self, row: _Row, column: str, order_id: int, table: str = "") -> str:
         value = row[column]
         if value is None:
-            raise ShopDataError(self.site, order_id, column, "NULL, not an amount")
+            field = table + column
+            raise ShopDataError(self.site, order_id, field, "NULL, not an amount")
         return str(value)
 
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from daemon.settings import DealSettings, SiteSettings
-from events.snapshot import Line, OrderSnapshot
-from projections.catalogue_names import CatalogueNames, variant_pairs, variant_text
+from events.snapshot import Line, Names, OrderSnapshot
+from projections.catalogue_names import (
+    CatalogueNames,
+    looks_double_encoded,
+    undouble_utf8,
+    variant_pairs,
+    variant_text,
+)
 from projections.deal_client import FieldWarning, client_for
 from projections.deal_fields import custom_fields_for, delivery_for, delivery_notes
 from projections.deal_totals import ProductLine, settle_totals
@@ -36,6 +44,7 @@ def deal_with_warnings(
     snapshot: OrderSnapshot, site: SiteSettings, deals: DealSettings
 ) -> tuple[Deal, list[FieldWarning]]:
     """The deal, and what was odd but not fatal: (field, message) to log."""
+    snapshot, repairs = _repaired_text(snapshot)
     builder = _DealBuilder(snapshot, site, deals)
     try:
         deal = builder.build()
@@ -43,7 +52,7 @@ def deal_with_warnings(
         raise DealMappingError(
             site.name, snapshot.order_id, exc.field, str(exc)
         ) from exc
-    return deal, builder.warnings
+    return deal, [*repairs, *builder.warnings]
 
 
 class _DealBuilder:
@@ -70,6 +79,14 @@ class _DealBuilder:
         rule = DisplayRule.of(
             self.snapshot, currency.decimal_place, self.site.price_step
         )
+        for row in self.snapshot.totals:
+            if not row.code.strip():
+                # Without its code a row is neither a charge, a discount nor
+                # the total: the deal could not add up to what was shown.
+                raise self._error(
+                    "order_total.code", f"total row {row.title!r} has no code"
+                )
+        self._check_languages()
 
         # Lines first: variant text may add to the deal comment.
         lines = [self._line(line, rule, currency.code) for line in self.snapshot.lines]
@@ -149,6 +166,7 @@ class _DealBuilder:
                 "order_product.quantity",
                 f"line {line.name!r} has quantity {line.quantity}",
             )
+        self._check_catalogue(line)
         title = self.names.product(line)
         variants = variant_text(variant_pairs(line, self.names))
         job: dict[str, Any] = {
@@ -182,6 +200,53 @@ class _DealBuilder:
             )
         return article
 
+    def _check_languages(self) -> None:
+        """Warn when names cannot be had in the managers' language."""
+        known = {language.language_id for language in self.snapshot.languages}
+        if self.names.language_id is None:
+            self._warn(
+                "deals.language",
+                f"{self.deals.language!r} is not a language of the shop: names "
+                "as the order stored them",
+            )
+        # The order's own language is not used for names; a dangling id only
+        # tells that the shop's language table changed since.
+        language_id = (self.order.get("language_id") or "").strip()
+        if language_id.isdigit() and int(language_id) not in known:
+            self._warn(
+                "language_id",
+                f"language {language_id} is not a language of the shop; names "
+                f"in {self.deals.language!r}, else as the order stored them",
+            )
+
+    def _check_catalogue(self, line: Line) -> None:
+        """Warn when a line's product or option is gone from the catalogue."""
+        if not line.codes:
+            self._warn(
+                "order_product.product_id",
+                f"product {line.product_id} ({line.name!r}) is no longer in the "
+                "shop: name and article as the order stored them",
+            )
+        for option in line.options:
+            # A typed value (text, date, file) has no value row: id 0.
+            if option.option_id is None:
+                field = "order_option.product_option_id"
+            elif option.product_option_value_id and option.option_value_id is None:
+                field = "order_option.product_option_value_id"
+            else:
+                continue
+            self._warn(
+                field,
+                f"option {option.name!r}: {option.value!r} of {line.name!r} is "
+                "no longer in the shop: as the order stored it",
+            )
+
+    def _warn(self, field: str, message: str) -> None:
+        # One line per field: an order of 2,000 lines of deleted products is
+        # one warning, not 2,000.
+        if all(known != field for known, _ in self.warnings):
+            self.warnings.append((field, message))
+
     def _error(self, field: str, reason: str) -> DealMappingError:
         return DealMappingError(self.site.name, self.snapshot.order_id, field, reason)
 
@@ -204,3 +269,79 @@ def article_of(codes: Mapping[str, str], article_fields: tuple[str, ...]) -> str
         if code:
             return code
     return codes.get("model", "").strip() or None
+
+
+def _repaired_text(
+    snapshot: OrderSnapshot,
+) -> tuple[OrderSnapshot, list[FieldWarning]]:
+    """The snapshot with double-encoded text repaired, and a warning per field.
+
+    Text that looks double-encoded but is not one whole (cut at its column's
+    length, or mixed with text typed right) is kept as stored, with a warning.
+    The log keeps the snapshot as the shop held it; only the deal is repaired.
+    """
+    found: dict[str, str] = {}
+
+    def fix(field: str, text: str) -> str:
+        repaired = undouble_utf8(text)
+        if repaired is not None:
+            found.setdefault(
+                field,
+                f"double-encoded text repaired: {text[:60]!r} -> {repaired[:60]!r}",
+            )
+            return repaired
+        if looks_double_encoded(text):
+            found.setdefault(
+                field,
+                f"looks double-encoded but does not decode; kept as stored: "
+                f"{text[:60]!r}",
+            )
+        return text
+
+    def fix_names(table: str, names: Names) -> Names:
+        return {
+            key: {language: fix(f"{table}.name", name) for language, name in by.items()}
+            for key, by in names.items()
+        }
+
+    replace = msgspec.structs.replace
+    order = {
+        column: None if value is None else fix(column, value)
+        for column, value in snapshot.order.items()
+    }
+    lines = [
+        replace(
+            line,
+            name=fix("order_product.name", line.name),
+            model=fix("order_product.model", line.model),
+            options=[
+                replace(
+                    option,
+                    name=fix("order_option.name", option.name),
+                    value=fix("order_option.value", option.value),
+                )
+                for option in line.options
+            ],
+        )
+        for line in snapshot.lines
+    ]
+    totals = [
+        replace(row, title=fix("order_total.title", row.title))
+        for row in snapshot.totals
+    ]
+    catalogue = snapshot.catalogue
+    catalogue = replace(
+        catalogue,
+        products=fix_names("product_description", catalogue.products),
+        options=fix_names("option_description", catalogue.options),
+        option_values=fix_names("option_value_description", catalogue.option_values),
+        custom_field_values=fix_names(
+            "custom_field_value_description", catalogue.custom_field_values
+        ),
+    )
+    if not found:
+        return snapshot, []
+    repaired = replace(
+        snapshot, order=order, lines=lines, totals=totals, catalogue=catalogue
+    )
+    return repaired, list(found.items())

@@ -19,6 +19,7 @@ import phonenumbers
 
 from daemon.settings import ClientMatch, DealSettings
 from events.snapshot import OrderSnapshot
+from projections.catalogue_names import undouble_utf8
 
 # (field, message) for the caller to log with the site and the order bound.
 FieldWarning = tuple[str, str]
@@ -65,8 +66,12 @@ def client_for(snapshot: OrderSnapshot, deals: DealSettings) -> ClientFacts:
     comment: list[str] = []
     warnings: list[FieldWarning] = []
 
-    # Name: a phone typed into the name fields is a phone, not a person.
-    name = full_name(order.get("firstname"), order.get("lastname"))
+    # Name: a phone typed into the name fields is a phone, not a person. The
+    # deal's snapshot comes repaired already; the projection also looks for an
+    # existing client with the snapshot as captured, which must match the same.
+    name = full_name(
+        _undoubled(order.get("firstname")), _undoubled(order.get("lastname"))
+    )
     named = bool(name) and not _PHONE_LIKE.match(name)
     typed_phones = [(order.get("telephone") or "").strip()]
     if name and not named:
@@ -209,6 +214,11 @@ def _candidate_phones(candidate: dict[str, Any], region: str) -> set[str]:
 def _one_person(candidates: list[dict[str, Any]]) -> bool:
     persons = [_text(candidate.get("person")) for candidate in candidates]
     return all(same_person(person, persons[0]) for person in persons)
+
+
+def _undoubled(text: str | None) -> str | None:
+    """Text stored double-encoded by an old shop, decoded; any other as it is."""
+    return (undouble_utf8(text) or text) if text else text
 
 
 def _text(value: Any) -> str | None:
