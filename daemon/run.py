@@ -79,18 +79,43 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     captured = asyncio.Event()
     try:
         async with _crm_client(settings) as crm, asyncio.TaskGroup() as group:
-            for site in settings.sites:
+            workers = [
                 group.create_task(_watch(settings, site, store, captured, stop))
-            group.create_task(_project_loop(settings, store, crm, captured, stop))
+                for site in settings.sites
+            ]
+            workers.append(
+                group.create_task(_project_loop(settings, store, crm, captured, stop))
+            )
+            group.create_task(
+                _deadline_after(stop, settings.run.shutdown_seconds, workers)
+            )
     finally:
         await store.close()
     log.info("stopped")
 
 
+async def _deadline_after(
+    stop: asyncio.Event, seconds: float, workers: list[asyncio.Task[None]]
+) -> None:
+    """Once asked to stop, give the work in hand `seconds`, then cancel it.
+
+    Every step commits its events with its checkpoint, and a create whose
+    answer was cut off is settled by the deal's marker on the next start, so a
+    cancelled step loses nothing.
+    """
+    await stop.wait()
+    pending = [task for task in workers if not task.done()]
+    if not pending:
+        return
+    _, late = await asyncio.wait(pending, timeout=seconds)
+    for task in late:
+        log.warning("shutdown deadline passed, cancelling", seconds=seconds)
+        task.cancel()
+
+
 def _crm_client(settings: Settings) -> KeepinCRMClient:
-    return KeepinCRMClient(
-        settings.crm.base_url, settings.crm.token, timeout=settings.crm.timeout
-    )
+    # One client for the account: every site's calls share its rate limit.
+    return KeepinCRMClient.from_settings(settings.crm)
 
 
 async def _capture_all(
@@ -157,8 +182,9 @@ async def _project_loop(
     backoff = settings.capture.poll_interval
     while not stop.is_set():
         try:
-            await deals.run_once()
-            await catalogue.run_once()
+            await deals.run_once(stop)
+            if not stop.is_set():
+                await catalogue.run_once()
             backoff = settings.capture.poll_interval
         except (CrmUnavailable, KeepinCRMError) as exc:
             log.warning("crm unavailable", error=str(exc), retry_in=backoff)

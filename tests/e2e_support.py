@@ -76,6 +76,8 @@ token = "${{E2E_CRM_TOKEN}}"
 timeout = 10
 # The sandbox is no real account: no need to pace the tests.
 requests_per_minute = 60000
+retry_initial_seconds = 0.01
+retry_max_seconds = 0.05
 
 [capture]
 poll_interval = 1

@@ -66,7 +66,14 @@ class Crm:
         return str(server.make_url("/v1"))
 
     def client(self, url: str) -> KeepinCRMClient:
-        client = KeepinCRMClient(url, TOKEN, timeout=5, requests_per_minute=60000)
+        client = KeepinCRMClient(
+            url,
+            TOKEN,
+            timeout=5,
+            requests_per_minute=60000,
+            retry_initial_seconds=0.01,
+            retry_max_seconds=0.05,
+        )
         self.clients.append(client)
         return client
 

@@ -34,6 +34,8 @@ from projections.keepincrm.sandbox import (
 )
 
 TOKEN = "sandbox-secret-7f3a"
+# The account's limiter stays in the path, spaced 1 ms instead of 0.67 s.
+FAST_RATE = 60_000
 
 CATALOGUE = [
     # The catalogue's own price differs from the one the shop sends.
@@ -51,7 +53,9 @@ class Sandbox:
     requests: list[str]
 
     def client(self, token: str = TOKEN) -> KeepinCRMClient:
-        return KeepinCRMClient(self.url, token, timeout=5)
+        return KeepinCRMClient(
+            self.url, token, timeout=5, requests_per_minute=FAST_RATE
+        )
 
 
 OpenSandbox = Callable[..., Awaitable[Sandbox]]
@@ -744,7 +748,8 @@ async def test_store_file_without_result_column_gains_it(
     server = TestServer(app)
     await server.start_server()
     try:
-        async with KeepinCRMClient(str(server.make_url("/v1")), TOKEN) as crm:
+        url = str(server.make_url("/v1"))
+        async with KeepinCRMClient(url, TOKEN, requests_per_minute=FAST_RATE) as crm:
             assert (await crm.get_deal(deal_id))["result"] is None
             await crm.update_deal(deal_id, close_as_failed_fields())
             await crm.add_deal_comment(deal_id, "Скасовано")

@@ -3,6 +3,8 @@
 Answers by status are mocked with aioresponses (through the aiohttp 3.14
 adapter); failures without an answer are produced for real on loopback, since
 which exception aiohttp raises there is exactly what the mapping depends on.
+Each client here sends a request once (`max_attempts=1`): which errors the
+client retries, and when, is tests/test_keepincrm_retries.py.
 """
 
 from __future__ import annotations
@@ -46,10 +48,15 @@ def mocked() -> Iterator[aioresponses]:
         yield mock
 
 
+def single_try(url: str, timeout: float = 30) -> KeepinCRMClient:
+    """A client that sends each request once: the first error is the one raised."""
+    return KeepinCRMClient(url, TOKEN, timeout=timeout, max_attempts=1)
+
+
 @pytest.fixture
 async def crm() -> AsyncIterator[KeepinCRMClient]:
     """A client of the mocked CRM."""
-    async with KeepinCRMClient(BASE_URL, TOKEN) as client:
+    async with single_try(BASE_URL) as client:
         yield client
 
 
@@ -248,7 +255,7 @@ async def test_connection_refused_was_never_sent() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
-    async with KeepinCRMClient(f"http://127.0.0.1:{port}/v1", TOKEN) as crm:
+    async with single_try(f"http://127.0.0.1:{port}/v1") as crm:
         error = await create_refused(crm)
 
     assert isinstance(error, TransportError)
@@ -268,7 +275,7 @@ async def test_dropped_connection_leaves_the_outcome_uncertain() -> None:
 
     async with (
         RawTestServer(read_then_hang_up) as server,
-        KeepinCRMClient(str(server.make_url("/v1")), TOKEN) as crm,
+        single_try(str(server.make_url("/v1"))) as crm,
     ):
         error = await create_refused(crm)
 
@@ -287,7 +294,7 @@ async def test_timeout_leaves_the_outcome_uncertain() -> None:
 
     async with RawTestServer(answer_too_late) as server:
         url = str(server.make_url("/v1"))
-        async with KeepinCRMClient(url, TOKEN, timeout=0.2) as crm:
+        async with single_try(url, timeout=0.2) as crm:
             error = await create_refused(crm)
 
     assert isinstance(error, TransportError)

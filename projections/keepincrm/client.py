@@ -1,9 +1,18 @@
 """Async client of the KeepinCRM REST API: deals, clients and the catalogue.
 
-One call is one HTTP request, and the client never retries: every call goes
-through `KeepinCRMClient._request`, the one place where retries and the
-account-wide rate limiter are to wrap it. Failures come out as `errors.KeepinCRMError`
-subclasses, with aiohttp's own exceptions kept as their cause.
+Every call goes through `KeepinCRMClient._request`, which sends it under the
+account-wide rate limiter and retries it (tenacity) while the failure may pass
+and sending again is safe:
+
+    GET, on any passing failure     timeout, dropped connection, 5xx, 429
+    POST, PATCH (not idempotent)    only when the CRM provably did not act:
+                                    the connection never opened, or a 429
+
+A POST or PATCH that timed out, lost its connection after sending, or got a
+5xx may have been stored; it is raised at once, retryable, and the projection
+settles it on its next pass by looking the deal up by its marker. Failures
+come out as `errors.KeepinCRMError` subclasses, with aiohttp's own exceptions
+kept as their cause.
 
 Choices the API notes grade only *schema* or *guess* each live in one named
 constant or function below, so that checking them against a live account and
@@ -12,19 +21,30 @@ fixing them is a one-line change.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 import aiohttp
 import msgspec
 import structlog
+from aiolimiter import AsyncLimiter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
+from daemon.settings import CrmSettings
 from projections.keepincrm.errors import (
     KeepinCRMError,
     NotFound,
@@ -58,6 +78,17 @@ PAGE_SIZE_PARAM: Final[tuple[str, str] | None] = None
 
 # seen: `q[trigram_idx_cont]` finds clients by a phone (or part of one).
 CLIENT_PHONE_FILTER: Final = "trigram_idx_cont"
+
+# Methods that change nothing on the CRM, however often they are sent.
+# aiohttp itself also sends such a request once more, within one attempt,
+# when its connection drops (RFC 9112, 9.3.1); that resend takes no slot of
+# the limiter and does not count as an attempt. It never resends POST/PATCH.
+_IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD"})
+
+# The longest Retry-After a call waits out in place. A 429 is honoured in
+# full up to this; one asking for longer is raised at once (retryable), so a
+# call does not hold the daemon for longer than a few minutes.
+RETRY_AFTER_CAP_SECONDS: Final = 300.0
 
 _LOG = structlog.get_logger("ocsync.keepincrm")
 
@@ -129,11 +160,39 @@ def ransack_params(filters: Mapping[str, Any]) -> QueryParams:
     return params
 
 
+class RateLimiter(Protocol):
+    """What the client needs of a rate limiter: one slot per request sent."""
+
+    async def acquire(self) -> None: ...
+
+
+def account_limiter(requests_per_minute: int) -> AsyncLimiter:
+    """The limiter for one CRM account: requests spaced evenly, no bursts.
+
+    A bucket of one slot that frees every 60/`requests_per_minute` seconds, so
+    no window of a minute ever holds more than `requests_per_minute` + 1
+    requests, however the CRM counts its limit.
+    """
+    if requests_per_minute < 1:
+        raise ValueError(
+            f"requests_per_minute must be at least 1, not {requests_per_minute}"
+        )
+    return AsyncLimiter(1, 60 / requests_per_minute)
+
+
 class KeepinCRMClient:
     """A connection to one KeepinCRM account.
 
     Use it as an async context manager. A `session` passed in stays open when
     the client closes (its owner closes it); otherwise the client makes its own.
+
+    Every request, each retry included, first takes a slot of `limiter`; make
+    one client per account and share it, so that all sites share the limit.
+    The default limiter allows `requests_per_minute`. A call is sent at most
+    `max_attempts` times, waiting `retry_initial_seconds` doubled on each retry
+    (plus up to as much again of jitter), at most `retry_max_seconds`; a 429
+    waits its Retry-After instead. `sleep` is how the client waits between
+    attempts (tests pass one that records the wait).
     """
 
     def __init__(
@@ -143,7 +202,15 @@ class KeepinCRMClient:
         *,
         timeout: float = 30,
         session: aiohttp.ClientSession | None = None,
+        requests_per_minute: int = 90,
+        max_attempts: int = 5,
+        retry_initial_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         self._base_url = base_url.rstrip("/")
         self._headers = {
             "X-Auth-Token": token,
@@ -154,6 +221,33 @@ class KeepinCRMClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+
+        self._limiter: RateLimiter = (
+            limiter if limiter is not None else account_limiter(requests_per_minute)
+        )
+        self._max_attempts = max_attempts
+        self._backoff = wait_exponential_jitter(
+            multiplier=retry_initial_seconds,
+            max=retry_max_seconds,
+            jitter=retry_initial_seconds,
+        )
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(
+        cls, crm: CrmSettings, *, session: aiohttp.ClientSession | None = None
+    ) -> Self:
+        """The client of the account `crm` describes, with its limit and retries."""
+        return cls(
+            crm.base_url,
+            crm.token,
+            timeout=crm.timeout,
+            session=session,
+            requests_per_minute=crm.requests_per_minute,
+            max_attempts=crm.max_attempts,
+            retry_initial_seconds=crm.retry_initial_seconds,
+            retry_max_seconds=crm.retry_max_seconds,
+        )
 
     def __repr__(self) -> str:
         # The token stays out of reprs, and so out of tracebacks and logs.
@@ -276,14 +370,46 @@ class KeepinCRMClient:
         params: QueryParams | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Send one request and return its decoded JSON answer (None when empty).
+        """Send a request, retrying it when that is safe and may help.
 
-        Every call passes through here and nowhere else, so retries and the
-        account-wide rate limiter can wrap this one method.
+        Returns the decoded JSON answer (None when empty). Every call passes
+        through here and nowhere else, so the retry rules and the rate limiter
+        hold for all of them.
         """
+        data = _ENCODER.encode(body) if body is not None else None
+        retrying = AsyncRetrying(
+            sleep=self._sleep,
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._pause,
+            retry=retry_if_exception(
+                partial(_worth_retrying, idempotent=method in _IDEMPOTENT_METHODS)
+            ),
+            before_sleep=partial(self._log_retry, method, path),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                try:
+                    return await self._send(method, path, params, data, number)
+                except KeepinCRMError as exc:
+                    exc.attempts = number
+                    raise
+        # tenacity either returns the answer above or raises the last error.
+        raise AssertionError(f"{method} {path}: retries ended without an outcome")
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: QueryParams | None,
+        data: bytes | None,
+        attempt: int,
+    ) -> Any:
+        """Send the request once, under the rate limiter; raise its error if any."""
         session = self._open_session()
         where = f"{method} {path}"
-        data = _ENCODER.encode(body) if body is not None else None
+        await self._limiter.acquire()
         started = time.monotonic()
 
         try:
@@ -306,6 +432,9 @@ class KeepinCRMClient:
                 "keepincrm call failed",
                 method=method,
                 path=path,
+                status=0,
+                attempt=attempt,
+                elapsed_ms=_elapsed_ms(started),
                 error=f"{type(exc).__name__}: {exc}",
             )
             raise _transport_error(where, exc, self._timeout.total) from exc
@@ -315,7 +444,8 @@ class KeepinCRMClient:
             method=method,
             path=path,
             status=status,
-            elapsed_ms=round((time.monotonic() - started) * 1000),
+            attempt=attempt,
+            elapsed_ms=_elapsed_ms(started),
         )
         if not 200 <= status < 300:
             raise _answer_error(where, status, headers.get("Retry-After"), payload)
@@ -329,12 +459,50 @@ class KeepinCRMClient:
                 status=status,
             ) from exc
 
+    def _pause(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt: Retry-After, else the backoff."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return self._backoff(state)
+
+    def _log_retry(self, method: str, path: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        _LOG.warning(
+            "keepincrm call retried",
+            method=method,
+            path=path,
+            status=getattr(error, "status", 0),
+            error=str(error),
+            attempt=state.attempt_number,
+            attempts_left=self._max_attempts - state.attempt_number,
+            retry_in=round(state.upcoming_sleep, 3),
+        )
+
     def _open_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("this KeepinCRMClient is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
+
+
+def _worth_retrying(error: BaseException, *, idempotent: bool) -> bool:
+    """Whether to send the request again after `error`.
+
+    Only a failure that may pass is retried. A request that is not idempotent
+    is sent again only when the CRM provably did not act on it: the
+    connection never opened, or it answered 429 (refused unprocessed). After
+    a timeout, a dropped connection or a 5xx it may have stored the deal, and
+    the caller settles that by looking it up, not by sending it twice.
+    """
+    if not isinstance(error, KeepinCRMError) or not error.retryable:
+        return False
+    if isinstance(error, RateLimited):
+        return error.retry_after is None or error.retry_after <= RETRY_AFTER_CAP_SECONDS
+    if idempotent:
+        return True
+    return isinstance(error, TransportError) and not error.request_sent
 
 
 def _transport_error(
@@ -433,6 +601,10 @@ def _seconds_to_wait(retry_after: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
 
 
 def _expect_object(answer: Any, where: str) -> JSONObject:

@@ -1,6 +1,6 @@
 """Errors of the KeepinCRM client, one class per cause.
 
-    KeepinCRMError                  status, retryable
+    KeepinCRMError                  status, retryable, attempts
     ├── Unauthorized                401/403: the API key is wrong or revoked
     ├── PaymentRequired             402: the account is on the free plan
     ├── NotFound                    404: no such deal, client or material
@@ -14,6 +14,11 @@
 is *safe* to send it again is a separate question for creates: a
 `TransportError` with `request_sent` (and any 5xx) may hide a deal the CRM did
 store, so the caller reconciles by searching before it creates again.
+
+The client already retries where that is safe (see `client`), so a retryable
+error that reaches the caller has used up its `attempts`, or is a 429 asking
+for a longer pause than the client waits in place, or comes from a POST or
+PATCH whose outcome is uncertain and which the client would not send twice.
 
 aiohttp exceptions never leave the client: they are translated here, at the
 edge, and kept as `__cause__`.
@@ -29,6 +34,8 @@ class KeepinCRMError(Exception):
     """Base of every error the KeepinCRM client raises."""
 
     retryable: bool = False
+    # How many times the client sent the request before raising this.
+    attempts: int = 1
 
     def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
