@@ -96,6 +96,10 @@ class CrmSettings(_Section, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 60.0
+    # An order whose create keeps failing while the CRM answers otherwise (a
+    # bare 500 for one deal) is parked after this many passes, so that it
+    # never holds up the orders behind it.
+    park_after_failures: int = 3
 
     def __repr__(self) -> str:
         # The token must never reach a log line or a traceback.

@@ -230,7 +230,16 @@ class DealProjection:
                 error=str(exc),
                 retryable=exc.retryable,
             )
-            if exc.retryable:
+            if exc.retryable and await self._only_this_order_fails(state, exc):
+                # The CRM answers, yet this deal failed pass after pass: park
+                # it, so that the orders behind it go on.
+                failure = DealCreateFailed(
+                    marker=state.stream,
+                    status=exc.status,
+                    error=f"failed {state.transient_failures + 1} passes: {exc}",
+                    retryable=False,
+                )
+            elif exc.retryable:
                 # Keep the checkpoint here: the next run settles this order.
                 bound.warning("deal create failed", status=exc.status, error=str(exc))
                 await self._append(state, failure, with_checkpoints=False)
@@ -246,6 +255,24 @@ class DealProjection:
             state, DealCreated(marker=state.stream, deal_id=deal_id, status=201)
         )
         result.created += 1
+
+    async def _only_this_order_fails(
+        self, state: OrderState, exc: KeepinCRMError
+    ) -> bool:
+        """True when this create failed too often while the CRM is up.
+
+        A timeout or a lost connection may have made the deal, so only an
+        answered failure (a 5xx) counts; and a CRM that does not answer a
+        plain read is down for every order, not refusing this one.
+        """
+        limit = self._settings.crm.park_after_failures
+        if exc.status < 500 or state.transient_failures + 1 < limit:
+            return False
+        try:
+            await self._crm.ping()
+        except KeepinCRMError:
+            return False
+        return True
 
     async def _correct(
         self, state: OrderState, deal: Deal, bound: Logger, result: DealsResult

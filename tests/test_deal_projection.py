@@ -455,3 +455,45 @@ async def test_one_article_on_two_sites_is_one_catalogue_item(
     assert result.created == 2
     assert skus == ["AC-30", "AC-30"]
     assert [item["sku"] for item in materials] == ["AC-30"]
+
+
+def failing_for(title: str) -> Middleware:
+    """Answer a bare 500 to every create of the deal with this title."""
+
+    @web.middleware
+    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "POST" and request.path.endswith("/agreements"):
+            body = await request.json()
+            if body.get("title") == title:
+                return web.Response(status=500, text="Internal Server Error")
+        return await handler(request)
+
+    return refuse
+
+
+async def test_one_deal_the_crm_keeps_failing_is_parked_and_others_go_on(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """A bare 500 for one deal, pass after pass, while the CRM is up: parked."""
+    url = await crm.serve(middlewares=[failing_for("№1 Техно Світ")])
+    deals, client = projection(crm, store, tmp_path, url)
+    await place(store, factories.snapshot())
+    await place(store, factories.snapshot(order_id=2))
+
+    passes = []
+    for _ in range(3):
+        try:
+            passes.append(await deals.run_once())
+        except CrmUnavailable:
+            passes.append(None)
+    failures = [
+        event
+        for event in await events_of(store, "site_a:1")
+        if isinstance(event, DealCreateFailed)
+    ]
+
+    assert passes[:2] == [None, None]  # the CRM may be down: wait, in place
+    assert passes[2] is not None and passes[2].created == 1
+    assert [f.retryable for f in failures] == [True, True, False]
+    assert failures[-1].error.startswith("failed 3 passes")
+    assert len(await all_deals(client)) == 1
