@@ -392,6 +392,8 @@ class DealProjection:
 
         matching = [deal for deal in found if _carries_marker(deal, state.stream)]
         if not matching:
+            matching = await self._found_by_title(state, bound)
+        if not matching:
             return False
 
         deal_id = int(min(deal["id"] for deal in matching))
@@ -400,6 +402,41 @@ class DealProjection:
             state, DealCreated(marker=state.stream, deal_id=deal_id, status=200)
         )
         return True
+
+    async def _found_by_title(
+        self, state: OrderState, bound: Logger
+    ) -> list[dict[str, Any]]:
+        """The fallback when no deal carries the marker: the exact title.
+
+        The custom-field filter's spelling is unconfirmed against the live
+        API; a deal with the title sent is taken when it carries this marker,
+        or when it is the only one and carries no marker at all.
+        """
+        title = str((state.sent or {}).get("title") or "")
+        if not title:
+            return []
+        try:
+            candidates = [
+                await self._crm.get_deal(int(summary["id"]))
+                async for summary in self._crm.list_deals(title_eq=title)
+            ]
+        except KeepinCRMError as exc:
+            raise CrmUnavailable(str(exc)) from exc
+
+        marked = [deal for deal in candidates if _carries_marker(deal, state.stream)]
+        if marked:
+            return marked
+        unmarked = [
+            deal for deal in candidates if not _marker_value(deal, self._settings)
+        ]
+        if len(unmarked) == 1:
+            bound.warning(
+                "deal found by title, not by marker",
+                deal_id=unmarked[0].get("id"),
+                field=self._settings.deals.custom_fields.marker,
+            )
+            return unmarked
+        return []
 
     async def _append(
         self, state: OrderState, event: Event, *, with_checkpoints: bool = True
@@ -416,6 +453,14 @@ class DealProjection:
             CHECKPOINT: str(self._position),
             HELD: json.dumps(sorted(self._held)),
         }
+
+
+def _marker_value(deal: dict[str, Any], settings: Settings) -> str:
+    name = settings.deals.custom_fields.marker
+    for item in deal.get("custom_fields_detailed") or deal.get("custom_fields") or []:
+        if isinstance(item, dict) and item.get("name") == name:
+            return str(item.get("value") or "").strip()
+    return ""
 
 
 def _carries_marker(deal: dict[str, Any], marker: str) -> bool:

@@ -497,3 +497,28 @@ async def test_one_deal_the_crm_keeps_failing_is_parked_and_others_go_on(
     assert [f.retryable for f in failures] == [True, True, False]
     assert failures[-1].error.startswith("failed 3 passes")
     assert len(await all_deals(client)) == 1
+
+
+async def test_a_lost_answer_falls_back_to_the_title_when_no_marker_matches(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """The marker filter finds nothing; the one deal with the exact title is it."""
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    placed = await place(store, factories.snapshot())
+    deal = deal_of(factories.snapshot(), tmp_path)
+    await request_deal(store, placed, deal)
+    # The CRM made the deal, but its marker field did not stick.
+    unmarked = {**deal, "custom_fields": []}
+    existing = await client.create_deal(unmarked)
+
+    result = await deals.run_once()
+    [created] = [
+        event
+        for event in await events_of(store, "site_a:1")
+        if isinstance(event, DealCreated)
+    ]
+
+    assert (result.found, result.created) == (1, 0)
+    assert created.deal_id == existing
+    assert len(await all_deals(client)) == 1
