@@ -48,7 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="settings file (default: $OCSYNC_CONFIG or ./settings.toml)",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the least important log lines shown (default INFO)",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="capture orders and send deals")

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -33,6 +33,12 @@ ClientMatch = Literal["phone_and_name", "phone", "never"]
 ShippingTarget = Literal["line", "field"]
 RoundingGap = Literal["line", "comment"]
 LineUpdate = Literal["replace", "comment"]
+# Numbers a setting may not go below: a batch of 0 orders or a rate of 0
+# requests a minute would stall the daemon, not configure it.
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NotNegative = Annotated[float, msgspec.Meta(ge=0)]
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+
 ARTICLE_FIELDS = ("model", "sku", "upc", "ean", "jan", "isbn", "mpn")
 
 # The JSON columns of `order` that hold custom field values by custom_field_id.
@@ -87,19 +93,19 @@ class EventLogSettings(_Section, frozen=True, kw_only=True):
 class CrmSettings(_Section, frozen=True, kw_only=True):
     base_url: str = "https://api.keepincrm.com/v1"
     token: str
-    timeout: float = 30.0
+    timeout: Positive = 30.0
     # One limit for the whole CRM account, shared by every site: integrators
     # report 429 from about 100 requests a minute.
-    requests_per_minute: int = 90
+    requests_per_minute: AtLeastOne = 90
     # Tries of one call that failed for a passing reason (timeout, dropped
     # connection, 5xx, 429), with exponential backoff and jitter between them.
-    max_attempts: int = 5
-    retry_initial_seconds: float = 1.0
-    retry_max_seconds: float = 60.0
+    max_attempts: AtLeastOne = 5
+    retry_initial_seconds: NotNegative = 1.0
+    retry_max_seconds: NotNegative = 60.0
     # An order whose create keeps failing while the CRM answers otherwise (a
     # bare 500 for one deal) is parked after this many passes, so that it
     # never holds up the orders behind it.
-    park_after_failures: int = 3
+    park_after_failures: AtLeastOne = 3
 
     def __repr__(self) -> str:
         # The token must never reach a log line or a traceback.
@@ -108,15 +114,15 @@ class CrmSettings(_Section, frozen=True, kw_only=True):
 
 class RunSettings(_Section, frozen=True, kw_only=True):
     # After SIGTERM: seconds to finish the work in hand and commit, then stop.
-    shutdown_seconds: float = 30.0
+    shutdown_seconds: NotNegative = 30.0
 
 
 class CaptureSettings(_Section, frozen=True, kw_only=True):
-    poll_interval: float = 30.0
+    poll_interval: Positive = 30.0
     # Shop timestamps have whole seconds and a slower writer may commit an
     # order stamped a little before our last read: look back this far again.
-    overlap_seconds: int = 300
-    batch_size: int = 200
+    overlap_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
+    batch_size: AtLeastOne = 200
 
 
 class DealFieldSettings(_Section, frozen=True, kw_only=True):
@@ -282,6 +288,10 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SettingsError(f"settings file {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text: {exc.reason}") from exc
+    except OSError as exc:
+        raise SettingsError(f"settings file {path} cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
 
@@ -306,6 +316,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         databases[site.name] = _parse_database_url(str(template), environ, key)
     _check_unique_names(parsed.sites)
     _check_deals(parsed.deals)
+    _check_crm_url(parsed.crm.base_url)
 
     return Settings(
         base_dir=path.resolve().parent,
@@ -421,7 +432,9 @@ def _check_site(site: SiteSettings, index: int) -> None:
         )
     _check_site_maps(site, where)
     try:
-        parse_sync_from(site.sync_from)
+        start = parse_sync_from(site.sync_from)
+        if isinstance(start, int) and start < 0:
+            raise ValueError(site.sync_from)
     except ValueError as exc:
         raise SettingsError(
             f'{where}.sync_from: {site.sync_from!r} is not "all", an order id '
@@ -491,6 +504,15 @@ def _check_site_maps(site: SiteSettings, where: str) -> None:
     if quick_query is not None and "%(after_id)s" not in quick_query:
         raise SettingsError(
             f"{where}.quick_order.query: the query must take %(after_id)s"
+        )
+
+
+def _check_crm_url(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"crm.base_url: {base_url!r} is not an http(s) address such as "
+            "https://api.keepincrm.com/v1"
         )
 
 

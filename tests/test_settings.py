@@ -190,3 +190,44 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match=r"crm\.token: secret file .* chmod 600"):
         load_settings(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key"),
+    [
+        ("[capture]", "batch_size = 0", r"capture\.batch_size"),
+        ("[capture]", "poll_interval = 0", r"capture\.poll_interval"),
+        ("[crm]", "requests_per_minute = 0", r"crm\.requests_per_minute"),
+        ("[crm]", "timeout = -5", r"crm\.timeout"),
+        ("[crm]", 'base_url = "ftp://x/v1"', r"crm\.base_url"),
+    ],
+)
+def test_a_value_that_would_stall_the_daemon_is_refused(
+    tmp_path: Path, section: str, line: str, key: str
+) -> None:
+    """A batch of 0, a rate of 0, a negative timeout or a non-http CRM: refused."""
+    text = MINIMAL.replace("[crm]", f"{section}\n{line}\n\n[crm]", 1)
+    if section == "[crm]":
+        text = MINIMAL.replace("[crm]\n", f"[crm]\n{line}\n", 1)
+
+    with pytest.raises(SettingsError, match=key):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_a_negative_sync_from_is_refused(tmp_path: Path) -> None:
+    """sync_from = -5 is no order id."""
+    text = MINIMAL.replace('sync_from = "all"', "sync_from = -5")
+
+    with pytest.raises(SettingsError, match=r"sites\[0\]\.sync_from"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+def test_a_folder_or_a_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
+    """Not a traceback: the path and what is wrong with it."""
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes("title = 'Сайт'".encode("cp1251"))
+
+    with pytest.raises(SettingsError, match="cannot be read"):
+        load_settings(tmp_path, {})
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(latin, {})
