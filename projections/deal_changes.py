@@ -7,7 +7,9 @@ left alone. The stage is moved only when the shop's status changes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -34,6 +36,8 @@ CREATION_ONLY_FIELDS = (
 )
 
 _encoder = msgspec.json.Encoder()
+# Amounts the log stored as text: "681", "-0.01", "4990.70".
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 @dataclass
@@ -56,29 +60,60 @@ class DealDiff:
 
 
 def comparable(deal: Deal) -> dict[str, Any]:
+    """The deal in one spelling, whoever wrote it down.
+
+    The log keeps amounts as exact strings ("681.00"), the CRM answers JSON
+    numbers (681): both become the same normalised decimal text, so that a
+    deal read back from the CRM compares equal to the one that was sent.
+    """
+    normalised: dict[str, Any] = _numbers_as_text(as_logged(deal))
+    return normalised
+
+
+def as_logged(deal: Deal) -> dict[str, Any]:
     """The deal as the log stores it: Decimals become their exact strings."""
     plain: dict[str, Any] = msgspec.json.decode(_encoder.encode(deal))
     return plain
 
 
+def _numbers_as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal):
+        return _number_text(Decimal(value))
+    if isinstance(value, str) and _NUMBER.match(value):
+        return _number_text(Decimal(value))
+    if isinstance(value, dict):
+        return {key: _numbers_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_text(item) for item in value]
+    return value
+
+
+def _number_text(number: Decimal) -> str:
+    # normalize() turns 681.00 into 681 but 1E+3 for 1000: spell it out.
+    return f"{number.normalize():f}"
+
+
 def deal_diff(sent: Deal, desired: Deal) -> DealDiff:
-    """Compare the owned parts of two deals, both in their comparable form."""
-    old, new = comparable(sent), comparable(desired)
+    """Compare the owned parts of two deals; report them as the log spells them."""
+    old, new = as_logged(sent), as_logged(desired)
+    same = _numbers_as_text
     diff = DealDiff()
 
     for name in OWNED_FIELDS:
-        if old.get(name) != new.get(name):
+        if same(old.get(name)) != same(new.get(name)):
             diff.fields[name] = (old.get(name), new.get(name))
 
     old_custom = _custom_fields(old)
     new_custom = _custom_fields(new)
     for name in sorted(old_custom.keys() | new_custom.keys()):
-        if old_custom.get(name) != new_custom.get(name):
+        if same(old_custom.get(name)) != same(new_custom.get(name)):
             diff.custom_fields[name] = (old_custom.get(name), new_custom.get(name))
 
     old_lines = old.get("jobs_attributes") or []
     new_lines = new.get("jobs_attributes") or []
-    if old_lines != new_lines:
+    if same(old_lines) != same(new_lines):
         diff.old_lines, diff.new_lines = old_lines, new_lines
 
     return diff

@@ -22,7 +22,7 @@ from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
 from events.types import DealUpdated, DealUpdateFailed
 from projections.deal import Deal
-from projections.deal_changes import changed_scalars, comparable, deal_diff
+from projections.deal_changes import as_logged, changed_scalars, deal_diff
 from projections.keepincrm.client import (
     KeepinCRMClient,
     close_as_failed_fields,
@@ -165,7 +165,7 @@ def lines_note(desired: Deal) -> str:
     For managers, in their language: one numbered line per item with its
     article, name, variants, quantity and unit price as sent.
     """
-    lines = comparable(desired).get("jobs_attributes") or []
+    lines = as_logged(desired).get("jobs_attributes") or []
     currency = str(desired.get("currency") or "")
     rows = ["ocsync: позиції замовлення змінились. Правильні позиції:"]
     for number, line in enumerate(lines, start=1):

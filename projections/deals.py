@@ -27,6 +27,7 @@ from events.store import EventStore, StreamAppend
 from events.types import (
     DealCreated,
     DealCreateFailed,
+    DealRelinked,
     DealRequested,
     DealUpdateFailed,
     Event,
@@ -45,6 +46,7 @@ from projections.keepincrm.errors import (
     Unauthorized,
 )
 from projections.order_state import OrderState, fold
+from projections.relink import deal_as_sent
 
 CHECKPOINT = "projection:deals"
 # Orders held until their articles exist in the CRM catalogue.
@@ -198,6 +200,14 @@ class DealProjection:
                 result.held += 1
                 return
         self._held.discard(state.stream)
+
+        # A deal may exist that this log does not know of (a log lost or
+        # restored from an older copy): find it by its marker, never make a
+        # second one, and bring it in line.
+        if await self._adopt_existing(state, bound, by_title=False):
+            result.found += 1
+            await self._correct(state, deal, bound, result)
+            return
 
         await self._create(state, snapshot, deal, bound, result)
 
@@ -380,8 +390,15 @@ class DealProjection:
             )
         await self._append(state, event)
 
-    async def _adopt_existing(self, state: OrderState, bound: Logger) -> bool:
-        """After a request with no answer, find the deal the CRM may have made."""
+    async def _adopt_existing(
+        self, state: OrderState, bound: Logger, *, by_title: bool = True
+    ) -> bool:
+        """Find the order's deal in the CRM by its marker (or title) and link it.
+
+        After our own request with no answer, `DealCreated`; for a deal this
+        log never asked for, `DealRelinked` with the deal as the CRM shows it,
+        so that a correction sends only what really differs.
+        """
         marker_field = self._settings.deals.custom_fields.marker
         try:
             found = await self._crm.find_deals_by_custom_field(
@@ -391,16 +408,32 @@ class DealProjection:
             raise CrmUnavailable(str(exc)) from exc
 
         matching = [deal for deal in found if _carries_marker(deal, state.stream)]
-        if not matching:
+        if not matching and by_title:
             matching = await self._found_by_title(state, bound)
         if not matching:
             return False
 
         deal_id = int(min(deal["id"] for deal in matching))
         bound.info("deal found by marker", deal_id=deal_id)
+        if state.sent is not None:
+            await self._append(
+                state, DealCreated(marker=state.stream, deal_id=deal_id, status=200)
+            )
+            state.deal_id = deal_id
+            return True
+
+        try:
+            shown = await self._crm.get_deal(deal_id)
+        except KeepinCRMError as exc:
+            raise CrmUnavailable(str(exc)) from exc
         await self._append(
-            state, DealCreated(marker=state.stream, deal_id=deal_id, status=200)
+            state,
+            DealRelinked(
+                marker=state.stream, deal_id=deal_id, deal=deal_as_sent(shown)
+            ),
         )
+        state.deal_id, state.sent = deal_id, deal_as_sent(shown)
+        state.sent_status = 0
         return True
 
     async def _found_by_title(

@@ -82,7 +82,7 @@ async def relink(
             )
             continue
 
-        event = DealRelinked(marker=marker, deal_id=deal_id, deal=_as_sent(oldest))
+        event = DealRelinked(marker=marker, deal_id=deal_id, deal=deal_as_sent(oldest))
         await store.append([StreamAppend(marker, state.version, [event])])
         log.info("deal relinked", stream=marker, deal_id=deal_id)
         result.linked += 1
@@ -98,7 +98,7 @@ def _marker(deal: dict[str, Any], marker_field: str) -> str | None:
     return None
 
 
-def _as_sent(deal: dict[str, Any]) -> dict[str, Any]:
+def deal_as_sent(deal: dict[str, Any]) -> dict[str, Any]:
     """The CRM's read shape put back into the shape ocsync sends.
 
     Only what a later correction compares matters: the owned fields and the
@@ -117,19 +117,38 @@ def _as_sent(deal: dict[str, Any]) -> dict[str, Any]:
         for item in deal.get("custom_fields_detailed") or []
         if isinstance(item, dict) and "name" in item
     ]
+    currency = deal.get("currency")
     sent["jobs_attributes"] = [
         {
             "amount": job.get("amount"),
             "title": job.get("title"),
             "product_attributes": {
                 "sku": job.get("sku"),
-                "title": job.get("title"),
+                "title": job.get("product_title") or job.get("title"),
                 "price": job.get("price"),
+                "currency": job.get("currency") or currency,
             },
+            # Keys of the line's own the read shape shows (variant text).
+            **{key: value for key, value in job.items() if key not in _READ_ONLY},
         }
         for job in deal.get("jobs") or []
     ]
     return sent
+
+
+# Line keys of the read shape that are the CRM's, not something ocsync sent.
+_READ_ONLY = frozenset(
+    {
+        "id",
+        "title",
+        "amount",
+        "sku",
+        "price",
+        "product_title",
+        "currency",
+        "material_id",
+    }
+)
 
 
 def render_relink(result: RelinkResult) -> str:

@@ -88,3 +88,31 @@ async def test_a_lost_log_is_relinked_and_no_second_deal_is_made(
     [deal] = [d async for d in client.list_deals(title_eq="№1 Техно Світ")]
     products = [job for job in deal["jobs"] if job["sku"] == "TS-01"]
     assert [job["amount"] for job in products] == [2]
+
+
+async def test_a_new_log_finds_existing_deals_and_makes_no_second_one(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """A fresh log over a CRM that has the deals: found by marker, nothing resent."""
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    case = factories.line(product_id=51, name="Чохол", model="CASE-01")
+    first = factories.snapshot(lines=[factories.line(), case])
+    await place(store, first)
+    await deals.run_once()
+
+    fresh = await open_event_store("sqlite:///fresh.db", tmp_path)
+    try:
+        again, _ = projection(crm, fresh, tmp_path, url)
+        await place(fresh, first)
+        result = await again.run_once()
+        events = await events_of(fresh, "site_a:1")
+    finally:
+        await fresh.close()
+
+    assert (result.created, result.found, result.updated) == (0, 1, 0)
+    assert [type(event).__name__ for event in events] == [
+        "OrderPlaced",
+        "DealRelinked",
+    ]
+    assert len([d async for d in client.list_deals()]) == 1
