@@ -7,6 +7,7 @@ new settings recomputes deals from the log alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -22,8 +23,14 @@ from projections.catalogue_names import (
 )
 from projections.deal_client import FieldWarning, client_for
 from projections.deal_fields import custom_fields_for, delivery_for, delivery_notes
-from projections.deal_totals import ProductLine, settle_totals
+from projections.deal_totals import (
+    ROUNDING_ARTICLE,
+    ProductLine,
+    SettledTotals,
+    settle_totals,
+)
 from projections.errors import DealMappingError
+from projections.keepincrm.client import close_as_failed_fields
 from projections.money import DisplayRule, MoneyError
 from projections.quick_orders import is_quick_order
 
@@ -108,6 +115,8 @@ class _DealBuilder:
             currency_code=currency.code,
         )
 
+        self._check_gap(settled, rule)
+
         client = client_for(self.snapshot, self.deals)
         delivery = delivery_for(self.snapshot, self.site, self.deals, self.names)
         fields, field_warnings = custom_fields_for(
@@ -133,6 +142,9 @@ class _DealBuilder:
         stage_id = self.site.stage_for(self.snapshot.status_id)
         if stage_id is not None:
             deal["stage_id"] = stage_id
+        if self.snapshot.status_id in self.site.failed_statuses:
+            # Cancelled before it reached the CRM: the deal starts closed.
+            deal.update(close_as_failed_fields())
 
         # What the manager reads first: who and where, then the money as shown.
         comment = [
@@ -145,6 +157,32 @@ class _DealBuilder:
             deal["comment"] = "\n".join(comment)
 
         return deal
+
+    def _check_gap(self, settled: SettledTotals, rule: DisplayRule) -> None:
+        """Refuse an order whose lines are far from its total: not rounding.
+
+        Rounding to the shown places moves each unit by at most half a step,
+        so a gap beyond a step per unit and per total row means the order's
+        rows disagree (a module changed a quantity and not the totals): such
+        an order is parked for a person to look at, never sent off balance.
+        """
+        gap = settled.unsettled_gap + sum(
+            (
+                line["product_attributes"]["price"]
+                for line in settled.extra_lines
+                if line["product_attributes"]["sku"] == ROUNDING_ARTICLE
+            ),
+            Decimal(0),
+        )
+        units = sum(line.quantity for line in self.snapshot.lines)
+        rows = len(self.snapshot.totals) + 1
+        tolerance = rule.step_size() * (units + rows)
+        if abs(gap) > tolerance:
+            raise self._error(
+                "order_total.total",
+                f"the lines add up to {abs(gap)} {'more' if gap < 0 else 'less'}"
+                " than the total shown: the order's rows disagree",
+            )
 
     def _title(self) -> str:
         title = f"№{self.snapshot.order_id} {self.site.title}".strip()

@@ -96,7 +96,7 @@ def delivery_for(
     glossary = _Glossary(deals.glossary)
     return Delivery(
         country=_country(snapshot, side, deals.language, glossary),
-        region=glossary(_text(order.get(f"{side}zone"))),
+        region=_region(snapshot, side, deals.language, glossary),
         city=glossary(city),
         branch=glossary(branch),
         address=address,
@@ -392,6 +392,49 @@ def _country(
     except LookupError:
         return stored
     return _country_name(found.alpha_2, language) or stored
+
+
+def _region(
+    snapshot: OrderSnapshot, side: str, language: str, glossary: _Glossary
+) -> str:
+    """The region (OpenCart's zone) in `language`, through ISO 3166-2 names.
+
+    OpenCart stores zone names in its own romanisation ("L'vivs'ka Oblast'",
+    "Lvivska" in 4.1); ISO's are close enough to match once apostrophes and
+    the word "oblast" are set aside. The glossary wins over both.
+    """
+    stored = _text(snapshot.order.get(f"{side}zone"))
+    if not stored or stored in glossary:
+        return glossary(stored)
+    country_id = _text(snapshot.order.get(f"{side}country_id"))
+    code = (
+        snapshot.catalogue.country_codes.get(int(country_id))
+        if _is_id(country_id)
+        else None
+    )
+    if not code:
+        return stored
+    return _region_name(code, _region_key(stored), language) or stored
+
+
+def _region_key(name: str) -> str:
+    plain = re.sub(r"['’ʼ`]", "", name.casefold())
+    return re.sub(r"\b(oblast|oblast'|region)\b|\W", "", plain)
+
+
+@functools.lru_cache(maxsize=512)
+def _region_name(alpha_2: str, key: str, language: str) -> str | None:
+    found = pycountry.subdivisions.get(  # type: ignore[no-untyped-call]
+        country_code=alpha_2.upper()
+    )
+    for subdivision in found or []:
+        if _region_key(subdivision.name) == key:
+            base = language.partition("-")[0].lower()
+            translations = gettext.translation(
+                "iso3166-2", pycountry.LOCALES_DIR, languages=[base], fallback=True
+            )
+            return translations.gettext(subdivision.name)
+    return None
 
 
 @functools.lru_cache(maxsize=512)

@@ -72,6 +72,10 @@ class DisplayRule:
         self.prices_with_tax = prices_with_tax
         self.step = step
 
+    def step_size(self) -> Decimal:
+        """The smallest difference between two amounts shown."""
+        return self.step if self.step is not None else Decimal(1).scaleb(-self.places)
+
     @classmethod
     def of(
         cls, snapshot: OrderSnapshot, places: int, price_step: str | None = None

@@ -13,6 +13,7 @@ import secrets
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,10 @@ class OpenCartShop:
     ) -> None:
         """An order as the 3.0 checkout writes it, with one history row if confirmed."""
         lines = [TSHIRT, CASE] if lines is None else lines
-        total = columns.pop("total", "45.9900")
+        # The rows add up as OpenCart writes them, unless a test says otherwise.
+        sub_total = sum((Decimal(line.total) for line in lines), Decimal(0))
+        tax = sum((Decimal(line.tax) * line.quantity for line in lines), Decimal(0))
+        total = columns.pop("total", str(sub_total + tax))
         await self.insert(
             "order",
             order_id=order_id,
@@ -284,7 +288,10 @@ class OpenCartShop:
             **columns,
         )
         await self.add_lines(order_id, lines)
-        totals = [("sub_total", "Сума", "39.9900", 1), ("tax", "ПДВ 20%", "6.0000", 5)]
+        totals = [
+            ("sub_total", "Сума", str(sub_total), 1),
+            ("tax", "ПДВ 20%", str(tax), 5),
+        ]
         totals.append(("total", "Всього до сплати", total, 9))
         for code, title, value, sort_order in totals:
             await self.insert(

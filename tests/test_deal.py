@@ -27,13 +27,13 @@ TSHIRT_CATALOGUE = Catalogue(
 
 def test_deal_core_fields() -> None:
     """Title, source, responsible, currency and the total shown."""
-    deal = deal_for(snapshot(total="48.4900"), site(), deal_settings())
+    deal = deal_for(snapshot(), site(), deal_settings())
 
     assert deal["title"] == "№1 Техно Світ"
     assert deal["source_id"] == 11
     assert deal["main_responsible_id"] == 7
     assert deal["currency"] == "UAH"
-    assert deal["total"] == Decimal("2200")
+    assert deal["total"] == Decimal("681")  # 15.00 EUR at 45.37, no decimals
 
 
 def test_marker_and_order_facts_go_to_custom_fields() -> None:
@@ -265,3 +265,21 @@ def test_an_ordinary_order_is_no_quick_order_by_default() -> None:
 
     assert deal["title"] == "№1 Техно Світ"
     assert deal["source_id"] == 11
+
+
+def test_lines_far_from_the_total_shown_park_the_order() -> None:
+    """A quantity changed without the totals is no rounding: parked, never sent."""
+    edited = snapshot(lines=[line(quantity=3)], total="15.0000")
+
+    with pytest.raises(DealMappingError, match=r"order_total\.total: the lines add"):
+        deal_for(edited, site(), deal_settings())
+
+
+def test_an_order_cancelled_before_it_was_sent_starts_closed() -> None:
+    """A failed status at creation: the deal is created at its stage, failed."""
+    cancelled = snapshot(order={"order_status_id": "7"})
+    rules = site(stages={"7": 107}, failed_statuses=(7,))
+
+    deal = deal_for(cancelled, rules, deal_settings())
+
+    assert (deal["stage_id"], deal["result"]) == (107, "failed")

@@ -13,6 +13,7 @@ from projections.deal_fields import (
     delivery_for,
     delivery_notes,
 )
+from tests import factories
 from tests.factories import (
     ENGLISH,
     UKRAINIAN,
@@ -473,3 +474,19 @@ def test_delivery_notes_for_facts_without_a_field() -> None:
     ]
     everything = deal_settings(custom_fields=every_deal_field())
     assert delivery_notes(snap, site_settings, everything, facts) == []
+
+
+def test_regions_in_opencarts_romanisation_come_out_in_ukrainian() -> None:
+    """3.0's "L'vivs'ka Oblast'" and 4.1's "Lvivska" are both Львівська область."""
+    for stored in ("L'vivs'ka Oblast'", "Lvivska"):
+        order = factories.snapshot(
+            order={"shipping_zone": stored, "shipping_country_id": "220"},
+            catalogue=factories.custom_field_catalogue(),
+        )
+        names = CatalogueNames(order, "uk-ua")
+
+        delivery = delivery_for(
+            order, factories.site(), factories.deal_settings(), names
+        )
+
+        assert delivery.region == "Львівська область"
