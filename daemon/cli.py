@@ -296,7 +296,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from projections.parked import UnknownOrder, parked_orders, request_retry
+    from projections.parked import (
+        NothingToRetry,
+        UnknownOrder,
+        parked_orders,
+        request_retry,
+    )
 
     settings = _settings(args)
 
@@ -304,14 +309,16 @@ def _retry(args: argparse.Namespace) -> int:
         async with _log_and_crm(settings, crm=False) as (store, _):
             if args.all:
                 markers = [
-                    order.stream for order in await parked_orders(store, settings)
+                    order.stream
+                    for order in await parked_orders(store, settings)
+                    if order.kind != "pending"
                 ]
             else:
                 markers = [args.order]
             try:
                 for marker in markers:
                     await request_retry(store, marker, "ocsync retry")
-            except UnknownOrder as exc:
+            except (UnknownOrder, NothingToRetry) as exc:
                 raise _CommandFailed(f"retry: {exc}", code=1) from exc
         return (
             f"{len(markers)} order(s) will be tried again by the next pass of "

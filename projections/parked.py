@@ -20,6 +20,10 @@ class UnknownOrder(ProjectionError):
     """No order with that marker is in the log."""
 
 
+class NothingToRetry(ProjectionError):
+    """The order did not fail: a retry would change nothing."""
+
+
 @dataclass(frozen=True)
 class ParkedOrder:
     """One order waiting for a fix: why, and since which event."""
@@ -48,6 +52,19 @@ async def parked_orders(store: EventStore, settings: Settings) -> list[ParkedOrd
                 None,
             )
             if last_failure is None:
+                if state.deal_id is None and state.snapshot is not None:
+                    # Captured, never answered for: the CRM was not reached
+                    # yet (or a pass stopped before it).
+                    found.append(
+                        ParkedOrder(
+                            stream=stream,
+                            kind="pending",
+                            status=0,
+                            reason="captured, not yet sent",
+                            since=records[-1].recorded_at,
+                            position=records[-1].position,
+                        )
+                    )
                 continue
             event = last_failure.event
             assert isinstance(event, DealCreateFailed | DealUpdateFailed)
@@ -82,6 +99,16 @@ async def request_retry(store: EventStore, marker: str, reason: str = "") -> int
     records = await store.read_stream(marker)
     if not records:
         raise UnknownOrder(f"no order {marker!r} in the event log")
+    state = fold(marker, records)
+    if state.failure is None and state.update_failure is None:
+        raise NothingToRetry(
+            f"{marker} has nothing to retry: "
+            + (
+                f"its deal {state.deal_id} is in step"
+                if state.deal_id is not None
+                else "it is on its way (see ocsync status)"
+            )
+        )
     [written] = await store.append(
         [
             StreamAppend(
@@ -96,10 +123,22 @@ async def request_retry(store: EventStore, marker: str, reason: str = "") -> int
 
 def render_parked(parked: list[ParkedOrder]) -> str:
     """`ocsync status`: one line per order waiting for a fix, oldest first."""
-    if not parked:
-        return "No parked orders: every captured order has its deal or is on its way."
-    lines = [f"{len(parked)} order(s) waiting:"]
-    for order in sorted(parked, key=lambda order: order.position):
+    pending = [order for order in parked if order.kind == "pending"]
+    needing = [order for order in parked if order.kind != "pending"]
+    lines = []
+    if pending:
+        lines.append(
+            f"{len(pending)} captured order(s) not yet sent: the next pass of "
+            "ocsync run sends them (oldest: "
+            f"{min(pending, key=lambda order: order.position).stream})."
+        )
+    if not needing:
+        lines.append(
+            "No parked orders: every captured order has its deal or is on its way."
+        )
+        return "\n".join(lines)
+    lines.append(f"{len(needing)} order(s) waiting:")
+    for order in sorted(needing, key=lambda order: order.position):
         status = f" {order.status}" if order.status else ""
         lines.append(
             f"  {order.stream:<16} {order.kind:<10}{status} since {order.since}: "

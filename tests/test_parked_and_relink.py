@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from events import DealRelinked, EventStore, open_event_store
-from projections.parked import UnknownOrder, parked_orders, request_retry
+from projections.deals import CrmUnavailable
+from projections.parked import (
+    NothingToRetry,
+    UnknownOrder,
+    parked_orders,
+    render_parked,
+    request_retry,
+)
 from projections.relink import relink
 from tests import factories
 from tests.projection_support import Crm, events_of, place, projection, settings_for
@@ -116,3 +123,35 @@ async def test_a_new_log_finds_existing_deals_and_makes_no_second_one(
         "DealRelinked",
     ]
     assert len([d async for d in client.list_deals()]) == 1
+
+
+async def test_orders_the_crm_never_got_are_listed_as_pending(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """The CRM down: status says which captured orders were not sent yet."""
+    deals, _ = projection(crm, store, tmp_path, "http://127.0.0.1:9/v1")
+    await place(store, factories.snapshot())
+    await place(store, factories.snapshot(order_id=2))
+    with pytest.raises(CrmUnavailable):
+        await deals.run_once()
+
+    listed = await parked_orders(store, settings_for(tmp_path, "http://127.0.0.1:9/v1"))
+
+    assert sorted((order.stream, order.kind) for order in listed) == [
+        ("site_a:1", "pending"),
+        ("site_a:2", "pending"),
+    ]
+    assert render_parked(listed).startswith("2 captured order(s) not yet sent")
+
+
+async def test_retrying_an_order_whose_deal_is_fine_is_refused(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Nothing failed: retry says so instead of pretending."""
+    url = await crm.serve()
+    deals, _ = projection(crm, store, tmp_path, url)
+    await place(store, factories.snapshot())
+    await deals.run_once()
+
+    with pytest.raises(NothingToRetry, match="its deal 1 is in step"):
+        await request_retry(store, "site_a:1")
