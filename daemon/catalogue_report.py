@@ -18,6 +18,7 @@ import aiomysql
 from daemon.settings import Settings
 from daemon.shop import ShopReader, open_shop_pool
 from projections.deal import article_of
+from projections.deal_totals import SERVICE_ARTICLES
 from projections.keepincrm.client import KeepinCRMClient
 
 
@@ -44,6 +45,10 @@ class CatalogueReport:
     spellings: list[SpellingGroup] = field(default_factory=list)
     crm_items: int = 0
     products: int = 0
+    # Articles of the service lines ocsync sends (shipping, tax, rounding)
+    # that no CRM item carries: a CRM that refuses unknown articles refuses
+    # every deal with such a line.
+    service_unlinked: list[str] = field(default_factory=list)
 
 
 async def catalogue_report(settings: Settings) -> CatalogueReport:
@@ -56,6 +61,7 @@ async def catalogue_report(settings: Settings) -> CatalogueReport:
             if sku:
                 crm_articles.add(sku)
     report.crm_items = len(crm_articles)
+    report.service_unlinked = sorted(SERVICE_ARTICLES - crm_articles)
 
     # article spelling key -> site -> spellings seen there
     spellings: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -120,6 +126,11 @@ def render_report(report: CatalogueReport) -> str:
         lines.append(
             f"  {product.site:<12} {product.article:<20} {product.name}"
             f" [product_id {product.product_id}]{disabled}"
+        )
+    if report.service_unlinked:
+        lines.append(
+            "Service lines ocsync sends whose article no CRM item carries: "
+            + ", ".join(report.service_unlinked)
         )
     lines.append(f"Articles spelt differently across sites: {len(report.spellings)}")
     for group in report.spellings:

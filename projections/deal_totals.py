@@ -33,7 +33,7 @@ SHIPPING_ARTICLE = "shipping"
 TAX_ARTICLE = "tax"
 ROUNDING_ARTICLE = "rounding"
 FEE_ARTICLE_PREFIX = "fee:"
-_SERVICE_ARTICLES = frozenset({SHIPPING_ARTICLE, TAX_ARTICLE, ROUNDING_ARTICLE})
+SERVICE_ARTICLES = frozenset({SHIPPING_ARTICLE, TAX_ARTICLE, ROUNDING_ARTICLE})
 
 DISCOUNT_KIND = "absolute_discount"
 
@@ -46,7 +46,7 @@ _UKRAINIAN_NUMBERS = (" ", ",")
 
 def is_service_article(article: str) -> bool:
     """True for the articles of lines this module adds (not catalogue products)."""
-    return article in _SERVICE_ARTICLES or article.startswith(FEE_ARTICLE_PREFIX)
+    return article in SERVICE_ARTICLES or article.startswith(FEE_ARTICLE_PREFIX)
 
 
 @dataclass(frozen=True)

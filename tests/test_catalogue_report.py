@@ -58,6 +58,7 @@ async def test_products_with_no_crm_item_are_listed_per_site(
     [monitor] = [p for p in report.unlinked if p.site == "site_a"]
     assert monitor.name == 'Монітор Apple Cinema 30"'
     assert (report.products, report.crm_items) == (6, 2)
+    assert report.service_unlinked == ["rounding", "shipping", "tax"]
 
 
 async def test_an_article_two_sites_spell_differently_is_reported(
