@@ -76,6 +76,12 @@ def main() -> int:
     config.write_text(_settings_text(sites, sandbox_port, host, port), "utf-8")
 
     env = dict(os.environ, KEEPINCRM_TOKEN=token, OCSYNC_DEMO_DB_PASSWORD=password)
+    # The demo's own throwaway secrets, for exploring its results afterwards.
+    secrets_file = WORK / "env"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(
+        f"KEEPINCRM_TOKEN={token}\nOCSYNC_DEMO_DB_PASSWORD={password}\n", "utf-8"
+    )
     sandbox = subprocess.Popen(
         [
             OCSYNC,
@@ -107,6 +113,14 @@ def main() -> int:
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
+
+    print(
+        "\nTo look further (the README's 'After the demo'):\n"
+        f"  set -a; . {WORK / 'env'}; set +a\n"
+        f"  .venv/bin/ocsync sandbox --port {sandbox_port}"
+        f" --store {WORK / 'sandbox.db'} &\n"
+        f"  .venv/bin/ocsync --config {config} status"
+    )
     return run.returncode
 
 
@@ -124,11 +138,14 @@ def _load_dump(dump: Path, database: str, host: str, port: int) -> str:
         cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
         cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
     with dump.open("rb") as source:
-        subprocess.run(
+        loaded = subprocess.run(
             ["mysql", "--protocol=tcp", f"-h{host}", f"-P{port}", "-uroot", database],
             stdin=source,
-            check=True,
         )
+    if loaded.returncode != 0:
+        with _mysql(host, port) as connection, connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        raise SystemExit(f"demo: {dump} is not a MySQL dump the server could load")
     with _mysql(host, port, database) as connection, connection.cursor() as cursor:
         cursor.execute("SHOW TABLES LIKE '%order_product'")
         row = cursor.fetchone()
@@ -174,6 +191,12 @@ def _settings_text(
 ) -> str:
     example = (REPO / "settings.toml").read_text("utf-8")
     header, *site_blocks = example.split("\n[[sites]]")
+    # The log lives beside the demo's settings, not in a folder below them.
+    header = re.sub(
+        r"(?m)^url = \"sqlite:///data/events.db\"$",
+        'url = "sqlite:///events.db"',
+        header,
+    )
     # The sandbox is no real account: the demo need not pace its requests.
     header = re.sub(
         r"(?m)^requests_per_minute = .*$", "requests_per_minute = 6000", header
