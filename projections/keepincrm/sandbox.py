@@ -57,6 +57,7 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from projections.keepincrm.sandbox_faults import FaultPlan, install_faults
 from projections.keepincrm.sandbox_rules import (
     DealChanges,
     DealDraft,
@@ -96,13 +97,16 @@ def create_sandbox_app(
     token: str,
     catalogue: Path | None,
     unknown_article: UnknownArticle,
+    *,
+    faults: FaultPlan | None = None,
 ) -> web.Application:
     """Build the sandbox app over the SQLite file `store_path` (made if missing).
 
     `catalogue` is a JSON list of `{"sku", "title", "price"}` added to (or
     refreshed in) the materials. `unknown_article` says what a deal line whose
     article is not in the catalogue does: "create" a material, as the real CRM
-    may, or "refuse" the deal with a 422 naming the article.
+    may, or "refuse" the deal with a 422 naming the article. `faults` makes
+    the API fail on purpose by that plan (see `sandbox_faults`).
     """
     materials = read_catalogue(catalogue) if catalogue is not None else []
     store = SandboxStore(store_path)
@@ -123,6 +127,8 @@ def create_sandbox_app(
         ]
     )
     app.on_cleanup.append(_close_store)
+    if faults is not None:
+        install_faults(app, faults)
     return app
 
 
@@ -133,9 +139,13 @@ async def serve_sandbox(
     token: str,
     catalogue: Path | None,
     unknown_article: UnknownArticle,
+    *,
+    faults: FaultPlan | None = None,
 ) -> None:
     """Serve the sandbox on `host:port` (0: any free port) until cancelled."""
-    app = create_sandbox_app(store_path, token, catalogue, unknown_article)
+    app = create_sandbox_app(
+        store_path, token, catalogue, unknown_article, faults=faults
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     try:
