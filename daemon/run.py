@@ -32,14 +32,21 @@ _MAX_BACKOFF = 300.0
 
 @dataclass
 class RunOutcome:
-    """What one pass achieved; `ok` when every shop and the CRM answered."""
+    """What one pass achieved.
+
+    `ok` when every shop and the CRM answered and no order is left waiting for
+    another try (a create or correction that failed for a passing reason).
+    """
 
     unreachable_sites: list[str] = field(default_factory=list)
     crm_error: str | None = None
+    waiting: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unreachable_sites and self.crm_error is None
+        return (
+            not self.unreachable_sites and self.crm_error is None and not self.waiting
+        )
 
 
 async def run_once(settings: Settings) -> RunOutcome:
@@ -56,7 +63,8 @@ async def run_once(settings: Settings) -> RunOutcome:
 
         async with _crm_client(settings) as crm:
             try:
-                await DealProjection(store, crm, settings).run_once()
+                deals = await DealProjection(store, crm, settings).run_once()
+                outcome.waiting = deals.failed
                 await CatalogueProjection(store, crm, settings).run_once()
             except (CrmUnavailable, KeepinCRMError) as exc:
                 log.error("crm unavailable", error=str(exc))
@@ -69,6 +77,7 @@ async def run_once(settings: Settings) -> RunOutcome:
         ok=outcome.ok,
         unreachable_sites=outcome.unreachable_sites,
         crm_error=outcome.crm_error,
+        waiting=outcome.waiting,
     )
     return outcome
 

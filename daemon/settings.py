@@ -102,10 +102,6 @@ class CrmSettings(_Section, frozen=True, kw_only=True):
     max_attempts: AtLeastOne = 5
     retry_initial_seconds: NotNegative = 1.0
     retry_max_seconds: NotNegative = 60.0
-    # An order whose create keeps failing while the CRM answers otherwise (a
-    # bare 500 for one deal) is parked after this many passes, so that it
-    # never holds up the orders behind it.
-    park_after_failures: AtLeastOne = 3
 
     def __repr__(self) -> str:
         # The token must never reach a log line or a traceback.

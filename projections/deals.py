@@ -51,6 +51,9 @@ from projections.relink import deal_as_sent
 CHECKPOINT = "projection:deals"
 # Orders held until their articles exist in the CRM catalogue.
 HELD = "projection:deals:held"
+# Orders whose create failed for a passing reason while the CRM was up: tried
+# again at the start of every pass, so that one never holds up the others.
+WAITING = "projection:deals:waiting"
 _BATCH = 200
 
 log = structlog.get_logger("ocsync.deals")
@@ -83,23 +86,30 @@ class DealProjection:
         self._settings = settings
         self._position = 0
         self._held: set[str] = set()
+        self._waiting: set[str] = set()
         self._known_articles: set[str] = set()
 
     async def run_once(self, stop: asyncio.Event | None = None) -> DealsResult:
         """Project every event after the checkpoint; raises `CrmUnavailable`.
 
-        A transient CRM failure stops the run *without* moving the checkpoint
-        past that order, so the next run picks it up again (marker first).
-        When `stop` is set, the order in hand is finished and the run ends.
+        A CRM that does not answer at all stops the run *without* moving the
+        checkpoint past that order, so the next run picks it up again (marker
+        first). One deal failing while the CRM answers is set aside as waiting
+        and tried again at the start of the next run. When `stop` is set, the
+        order in hand is finished and the run ends.
         """
         result = DealsResult()
         self._position = int(await self._store.checkpoint(CHECKPOINT) or 0)
         self._held = set(json.loads(await self._store.checkpoint(HELD) or "[]"))
+        self._waiting = set(json.loads(await self._store.checkpoint(WAITING) or "[]"))
 
-        # Held orders first: their articles may have reached the catalogue.
-        for stream in sorted(self._held):
+        # Orders set aside first: a create that failed, an article that had no
+        # catalogue item; each is settled (marker first) or set aside again.
+        for stream in sorted(self._waiting | self._held):
+            self._waiting.discard(stream)
             state = fold(stream, await self._store.read_stream(stream))
-            await self._sync(state, result)
+            if state.snapshot is not None:
+                await self._sync(state, result)
 
         while batch := await self._store.read_all(after=self._position, limit=_BATCH):
             for record in batch:
@@ -240,21 +250,20 @@ class DealProjection:
                 error=str(exc),
                 retryable=exc.retryable,
             )
-            if exc.retryable and await self._only_this_order_fails(state, exc):
-                # The CRM answers, yet this deal failed pass after pass: park
-                # it, so that the orders behind it go on.
-                failure = DealCreateFailed(
-                    marker=state.stream,
-                    status=exc.status,
-                    error=f"failed {state.transient_failures + 1} passes: {exc}",
-                    retryable=False,
-                )
-            elif exc.retryable:
-                # Keep the checkpoint here: the next run settles this order.
+            if exc.retryable:
                 bound.warning("deal create failed", status=exc.status, error=str(exc))
-                await self._append(state, failure, with_checkpoints=False)
+                if not await self._crm_answers():
+                    # The CRM is down for every order: stop here, and keep the
+                    # checkpoint at this order for the next pass.
+                    await self._append(state, failure, with_checkpoints=False)
+                    result.failed.append(state.stream)
+                    raise CrmUnavailable(str(exc)) from exc
+                # The CRM is up, yet this create failed: try it again at the
+                # start of each pass (marker first), and go on with the rest.
+                self._waiting.add(state.stream)
+                await self._append(state, failure)
                 result.failed.append(state.stream)
-                raise CrmUnavailable(str(exc)) from exc
+                return
             bound.warning("order parked", status=exc.status, reason=str(exc))
             await self._append(state, failure)
             result.parked += 1
@@ -266,18 +275,8 @@ class DealProjection:
         )
         result.created += 1
 
-    async def _only_this_order_fails(
-        self, state: OrderState, exc: KeepinCRMError
-    ) -> bool:
-        """True when this create failed too often while the CRM is up.
-
-        A timeout or a lost connection may have made the deal, so only an
-        answered failure (a 5xx) counts; and a CRM that does not answer a
-        plain read is down for every order, not refusing this one.
-        """
-        limit = self._settings.crm.park_after_failures
-        if exc.status < 500 or state.transient_failures + 1 < limit:
-            return False
+    async def _crm_answers(self) -> bool:
+        """Whether the CRM answers a plain read: up, or down for everyone."""
         try:
             await self._crm.ping()
         except KeepinCRMError:
@@ -304,7 +303,24 @@ class DealProjection:
             bound.warning(
                 "deal correction failed", status=exc.error.status, error=str(exc)
             )
-            raise CrmUnavailable(str(exc)) from exc
+            refused = isinstance(exc.error, Unauthorized | PaymentRequired)
+            if refused or not await self._crm_answers():
+                raise CrmUnavailable(str(exc)) from exc
+            # Only this deal fails: correct it again next pass, go on.
+            assert state.deal_id is not None
+            self._waiting.add(state.stream)
+            await self._append(
+                state,
+                DealUpdateFailed(
+                    marker=state.stream,
+                    deal_id=state.deal_id,
+                    status=exc.error.status,
+                    error=str(exc),
+                    retryable=True,
+                ),
+            )
+            result.failed.append(state.stream)
+            return
         match outcome:
             case "updated":
                 result.updated += 1
@@ -485,6 +501,7 @@ class DealProjection:
         return {
             CHECKPOINT: str(self._position),
             HELD: json.dumps(sorted(self._held)),
+            WAITING: json.dumps(sorted(self._waiting)),
         }
 
 

@@ -36,9 +36,6 @@ class OrderState:
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
     update_failure: DealUpdateFailed | None = None
-    # Creates that failed for a passing reason since the order last changed
-    # or was retried by hand.
-    transient_failures: int = 0
 
     @property
     def parked(self) -> bool:
@@ -59,7 +56,6 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case OrderPlaced(snapshot=snapshot) | OrderChanged(snapshot=snapshot):
                 state.snapshot = snapshot
                 state.snapshot_position = record.position
-                state.transient_failures = 0
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal
                 state.sent_status = status
@@ -71,8 +67,6 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.failure = None
             case DealCreateFailed() as failure:
                 state.failure = failure
-                if failure.retryable and not failure.error.startswith("held:"):
-                    state.transient_failures += 1
                 # A refusal is an answer; a lost answer is not.
                 if 0 < failure.status < 500 and failure.status != 429:
                     state.unanswered_request = False
@@ -93,5 +87,4 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case RetryRequested():
                 state.failure = None
                 state.update_failure = None
-                state.transient_failures = 0
     return state

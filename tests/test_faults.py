@@ -89,6 +89,8 @@ async def test_correction_stored_without_an_answer_adds_no_line_twice(
         outcome = Outcome(orders=1, faults=injector.counter, restarts=0)
         await check_crm(url, [order.expected()], outcome)
 
+    # The CRM answers other calls: the lost correction waits for the next
+    # pass, which the run's exit code says.
     assert (created, uncertain, settled) == ([0], [1], [0])
     assert injector.counter.timeout_after_store == 1
     assert outcome.duplicates == 0
