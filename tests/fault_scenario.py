@@ -289,7 +289,10 @@ async def change_orders(
 ) -> int:
     """A `share` of the orders gains a line of a product it lacked; how many did."""
     changed = 0
-    for order in rng.sample(orders, round(len(orders) * share)):
+    # An edit is stamped later the higher its order id, and the shop's clock only
+    # moves forward: write the edits in that order, as a real shop would stamp them.
+    sample = rng.sample(orders, round(len(orders) * share))
+    for order in sorted(sample, key=lambda order: order.order_id):
         missing = [p for p in _PRODUCTS if p not in {line[0] for line in order.lines}]
         if missing:
             await order.add_product(shop, rng.choice(missing))
