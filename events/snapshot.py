@@ -6,6 +6,11 @@ column, every product code of every line, the options with their ids, the totals
 the history, the currency row, the shop settings that decided how prices were
 shown, and the catalogue names in every language of the shop.
 
+Only the order's own facts make its content (`content_hash`): the shop-wide ones
+are read with every snapshot but change no order. The display facts of an
+order's first snapshot are the ones its later snapshots are shown with
+(`shown_as_first`), so a setting changed since never re-prices an old order.
+
 Money and every other column value stay the exact strings MySQL returned
 (``"15.0000"``); text is already HTML-unescaped once. ``None`` is SQL NULL.
 """
@@ -13,6 +18,7 @@ Money and every other column value stay the exact strings MySQL returned
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgspec
 
@@ -135,31 +141,60 @@ class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 # Columns that move without the order's content changing: an admin "save"
 # with nothing edited still bumps date_modified.
 _VOLATILE_COLUMNS = frozenset({"date_modified"})
+# Facts of the whole shop, read with the order but not part of it: today's
+# currency rate, the settings, the catalogue's names and the languages.
+_SHOP_WIDE = ("currency", "shop", "languages", "catalogue")
+# A line's product codes and an option's catalogue ids are read from the
+# catalogue as it is now; the ids an admin edit renumbers.
+_LINE_NOT_ORDER = ("order_product_id", "codes")
+_OPTION_NOT_ORDER = ("order_option_id", "option_id", "option_value_id")
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
 def content_hash(snapshot: OrderSnapshot) -> str:
-    """A digest of what the order says, blind to ids an admin edit renumbers.
+    """A digest of what the order itself says, so that only its change shows.
 
-    OpenCart 3.0 deletes and re-inserts every line on edit, so
-    `order_product_id` (and `order_option_id`) change while the order does not.
+    Left out: `date_modified`; the ids OpenCart 3.0 renumbers when it deletes
+    and re-inserts every line on edit (`order_product_id`, `order_option_id`);
+    and whatever belongs to the shop rather than the order (the currency
+    row, the settings, the catalogue's names and codes, the languages), which
+    a re-read of a recent order would otherwise take for an order change.
     """
-    order = {k: v for k, v in snapshot.order.items() if k not in _VOLATILE_COLUMNS}
-    lines = [
-        msgspec.structs.replace(
-            line,
-            order_product_id=0,
-            options=[
-                msgspec.structs.replace(option, order_option_id=0)
-                for option in line.options
-            ],
-        )
-        for line in snapshot.lines
-    ]
-    stable = msgspec.structs.replace(snapshot, order=order, lines=lines)
+    order: dict[str, Any] = msgspec.to_builtins(snapshot, str_keys=True)
+    for part in _SHOP_WIDE:
+        del order[part]
+    order["order"] = {
+        column: value
+        for column, value in snapshot.order.items()
+        if column not in _VOLATILE_COLUMNS
+    }
+    for line in order["lines"]:
+        for key in _LINE_NOT_ORDER:
+            del line[key]
+        for option in line["options"]:
+            for key in _OPTION_NOT_ORDER:
+                del option[key]
 
-    # Catalogue names are keyed by int ids; sorting needs str keys.
-    builtins = msgspec.to_builtins(stable, str_keys=True)
+    return hashlib.sha256(_encoder.encode(order)).hexdigest()
 
-    return hashlib.sha256(_encoder.encode(builtins)).hexdigest()
+
+def shown_as_first(snapshot: OrderSnapshot, first: OrderSnapshot) -> OrderSnapshot:
+    """A later snapshot with the display facts of the order's first one.
+
+    The shop settings (`config_tax`) and the currency row (decimal places,
+    code, symbols) decided how the customer saw the prices when the order was
+    placed; a shop that changes them since must not re-price an old order
+    when it changes. The catalogue's names and codes stay the newest: a later
+    snapshot exists only because the order changed, and newer names are fine.
+    The first row is kept while the order keeps its currency; an order an
+    admin moved to another currency, or whose first snapshot had no currency
+    row (deleted before the order was seen), has only the newer row to go by.
+    """
+    currency = snapshot.currency
+    same_currency = first.order.get("currency_id") == snapshot.order.get("currency_id")
+    if same_currency and first.currency is not None:
+        currency = first.currency
+    if snapshot.shop == first.shop and snapshot.currency == currency:
+        return snapshot
+    return msgspec.structs.replace(snapshot, shop=first.shop, currency=currency)

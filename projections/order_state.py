@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from events.snapshot import OrderSnapshot
+from events.snapshot import OrderSnapshot, shown_as_first
 from events.store import RecordedEvent
 from events.types import (
     DealCreated,
@@ -48,13 +48,19 @@ class OrderState:
 
 
 def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
-    """Replay an order stream's events, oldest first, into its state."""
+    """Replay an order stream's events, oldest first, into its state.
+
+    The state's snapshot is the newest, shown with the first one's shop
+    settings and currency row (`shown_as_first`).
+    """
     state = OrderState(stream=stream)
+    first: OrderSnapshot | None = None
     for record in records:
         state.version = record.version
         match record.event:
             case OrderPlaced(snapshot=snapshot) | OrderChanged(snapshot=snapshot):
-                state.snapshot = snapshot
+                first = first or snapshot
+                state.snapshot = shown_as_first(snapshot, first)
                 state.snapshot_position = record.position
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal

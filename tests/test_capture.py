@@ -167,6 +167,37 @@ async def test_renumbered_lines_are_no_change(
     assert len(await snapshot_events(store)) == 1
 
 
+async def test_shop_wide_changes_alone_append_nothing(
+    shop: OpenCartShop, reader: ShopReader, store: EventStore
+) -> None:
+    """Today's rate, a product renamed, config_tax flipped: no OrderChanged."""
+    await shop.add_order(1)
+    await shop.add_order(2, currency_id=4, currency_code="UAH", currency_value=45.37)
+    capture = make_capture(shop, reader, store)
+    assert (await poll(capture)).placed == 2
+    position = await store.last_position()
+
+    await shop.execute("UPDATE `oc_currency` SET value = 41.1 WHERE currency_id = 4")
+    await shop.execute("UPDATE `oc_currency` SET value = 1.2 WHERE currency_id = 3")
+    await shop.execute(
+        "UPDATE `oc_product_description` SET name = 'Футболка Нова'"
+        " WHERE product_id = 50 AND language_id = 2"
+    )
+    await shop.execute(
+        "UPDATE `oc_setting` SET value = '0'"
+        " WHERE store_id = 0 AND `key` = 'config_tax'"
+    )
+    after = await reader.read_snapshots([1, 2])
+    result = await poll(capture)
+
+    # Re-read by the overlap window, and the shop's new facts in what was read.
+    assert (result.seen, result.unchanged, result.changed) == (2, 2, 0)
+    assert await store.last_position() == position
+    assert after[2].currency is not None and after[2].currency.value == "41.10000000"
+    assert after[1].shop["config_tax"] == "0"
+    assert after[1].catalogue.products[50][2] == "Футболка Нова"
+
+
 async def test_order_without_lines_waits_for_the_edit_to_finish(
     shop: OpenCartShop, reader: ShopReader, store: EventStore
 ) -> None:

@@ -249,6 +249,40 @@ async def test_a_wrong_source_is_replayed_onto_that_sites_deals(
     assert "source_id: 99 -> 21" in audit.out
 
 
+async def test_a_tax_setting_flipped_since_never_reprices_a_changed_order(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """site_b's config_tax 0 -> 1, then #1 changes: its lines stay as the buyer saw."""
+    config = await synced(shops, sandbox.url, tmp_path, "model")
+    before = (await crm_deals(sandbox.url))["site_b:1"]
+    site_b = shops["site_b"]
+    await site_b.execute(
+        "UPDATE `oc_setting` SET value = '1'"
+        " WHERE store_id = 0 AND `key` = 'config_tax'"
+    )
+    await site_b.execute(
+        "UPDATE `oc_order` SET shipping_city = 'Стрий' WHERE order_id = 1"
+    )
+    await site_b.add_history(1, 2, at="2026-12-05 10:00:00")
+
+    run = await ocsync(config, "run", "--once")
+    after = (await crm_deals(sandbox.url))["site_b:1"]
+    replay = await ocsync(config, "replay", "deals")
+    events = await stream_events(tmp_path, "site_b:1")
+
+    assert run.code == 0, run.err
+    assert [type(event).__name__ for event in events][-2:] == [
+        "OrderChanged",
+        "DealUpdated",
+    ]
+    fields = {f["name"]: f["value"] for f in after["custom_fields_detailed"]}
+    assert fields["field_8"] == "Стрий"
+    assert "tax" in [job["sku"] for job in before["jobs"]]
+    assert after["jobs"] == before["jobs"]
+    assert replay.code == 0, replay.err
+    assert "0 deals corrected, 14 unchanged" in replay.out
+
+
 async def test_the_comment_strategy_leaves_the_lines_and_comments_once(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
