@@ -31,6 +31,7 @@ import pymysql  # type: ignore[import-untyped]  # no stubs; aiomysql wraps it
 from daemon.errors import ShopDataError, ShopUnavailable
 from daemon.opencart30 import OpenCart30, Query, site_query
 from daemon.settings import DatabaseUrl, SiteSettings
+from daemon.shop_tls import ensure_encrypted, shop_tls_context
 from events.snapshot import (
     Catalogue,
     Currency,
@@ -119,7 +120,7 @@ class ShopContext(msgspec.Struct, frozen=True, kw_only=True):
 async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
     """A small pool of read-only utf8mb4 connections to one shop's database."""
     try:
-        return await aiomysql.create_pool(
+        pool = await aiomysql.create_pool(
             host=db.host,
             port=db.port,
             user=db.user,
@@ -134,9 +135,12 @@ async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
             maxsize=2,
             # Below MySQL's wait_timeout, so an idle shop never hangs up on us.
             pool_recycle=3600,
+            ssl=shop_tls_context(db),
         )
+        await ensure_encrypted(pool, db, site)
     except _DRIVER_ERRORS as exc:
         raise ShopUnavailable(site, _reason(exc, db.password)) from exc
+    return pool
 
 
 class ShopReader:

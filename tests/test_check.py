@@ -6,6 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from daemon.check import check, writable_privileges
@@ -127,3 +128,19 @@ def test_grants_beyond_select_are_writes() -> None:
     assert writable_privileges(["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"], "x") == {
         "ALL PRIVILEGES"
     }
+
+
+async def test_a_shop_asked_to_verify_tls_without_tls_fails_the_check(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """database_tls = "verify" on a server without TLS: refused, not read in clear."""
+    shop = await make_shop()
+    url = await crm.serve()
+    verify = msgspec.structs.replace(shop.url, tls="verify")
+
+    report = await check(check_settings(tmp_path, url, shop, verify))
+
+    assert not report.passed
+    [failure] = report.failures
+    assert failure.startswith('site site_a: database_tls = "verify" but 127.0.0.1')
+    assert "does not offer TLS" in failure
