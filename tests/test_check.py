@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon.check import check, writable_privileges
+from daemon.check import check, granted_roles, writable_privileges
 from daemon.settings import (
     CaptureSettings,
     CrmSettings,
@@ -144,3 +144,47 @@ async def test_a_shop_asked_to_verify_tls_without_tls_fails_the_check(
     [failure] = report.failures
     assert failure.startswith('site site_a: database_tls = "verify" but 127.0.0.1')
     assert "does not offer TLS" in failure
+
+
+async def test_write_rights_that_come_through_a_role_are_warned_about(
+    reader: tuple[OpenCartShop, DatabaseUrl], crm: Crm, tmp_path: Path
+) -> None:
+    """SELECT itself, plus a default role (by way of a nested one) that may write."""
+    shop, database = reader
+    url = await crm.serve()
+    outer, inner = (f"ocsync_role_{secrets.token_hex(4)}" for _ in range(2))
+    await shop.execute(f"CREATE ROLE `{outer}`")
+    await shop.execute(f"CREATE ROLE `{inner}`")
+    try:
+        await shop.execute(f"GRANT SELECT ON `{shop.url.database}`.* TO `{outer}`")
+        await shop.execute(
+            f"GRANT INSERT, UPDATE, DELETE ON `{shop.url.database}`.* TO `{inner}`"
+        )
+        await shop.execute(f"GRANT `{inner}` TO `{outer}`")
+        for host in ("localhost", "127.0.0.1"):
+            account = f"'{database.user}'@'{host}'"
+            await shop.execute(f"GRANT `{outer}` TO {account}")
+            await shop.execute(f"SET DEFAULT ROLE `{outer}` FOR {account}")
+
+        report = await check(check_settings(tmp_path, url, shop, database))
+    finally:
+        await shop.execute(f"DROP ROLE IF EXISTS `{outer}`")
+        await shop.execute(f"DROP ROLE IF EXISTS `{inner}`")
+
+    assert report.passed, report.failures
+    [warning] = report.warnings
+    assert warning.startswith(
+        f"site site_a: user {database.user!r} can write (DELETE, INSERT, UPDATE;"
+        f" through role '{inner}')"
+    )
+
+
+def test_role_grants_name_their_roles() -> None:
+    """`GRANT `role` TO ...` lines give their roles; privilege lines none."""
+    grants = [
+        "GRANT SELECT ON `shop`.* TO `r`@`%`",
+        "GRANT `writer` TO `r`@`%`",
+        "GRANT `odd``name` TO `r`@`%` WITH ADMIN OPTION",
+    ]
+
+    assert granted_roles(grants) == ["writer", "odd`name"]
