@@ -15,6 +15,7 @@ import aiomysql
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
 from daemon.shop import open_shop_pool
+from daemon.shop_schema import unsupported_schema
 from events import EventLogError, open_event_store
 from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.errors import KeepinCRMError
@@ -78,15 +79,20 @@ async def _check_site(
         report.failures.append(f"site {site.name}: {exc.reason}")
         return
     try:
-        async with pool.acquire() as connection, connection.cursor() as cursor:
-            await cursor.execute(
-                f"SELECT COUNT(*) FROM `{site.table_prefix}order`"
-                " WHERE order_status_id > 0"
-            )
-            (orders,) = await cursor.fetchone()
-            await cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
-            grants = [str(row[0]) for row in await cursor.fetchall()]
-            roles, unreadable = await _role_grants(cursor, grants)
+        async with pool.acquire() as connection:
+            unsupported = await unsupported_schema(connection, site.table_prefix)
+            if unsupported is not None:
+                report.failures.append(f"site {site.name}: {unsupported}")
+                return
+            async with connection.cursor() as cursor:
+                await cursor.execute(
+                    f"SELECT COUNT(*) FROM `{site.table_prefix}order`"
+                    " WHERE order_status_id > 0"
+                )
+                (orders,) = await cursor.fetchone()
+                await cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
+                grants = [str(row[0]) for row in await cursor.fetchall()]
+                roles, unreadable = await _role_grants(cursor, grants)
     except aiomysql.Error as exc:
         report.failures.append(f"site {site.name}: {exc}")
         return

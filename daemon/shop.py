@@ -31,6 +31,7 @@ import pymysql  # type: ignore[import-untyped]  # no stubs; aiomysql wraps it
 from daemon.errors import ShopDataError, ShopUnavailable
 from daemon.opencart30 import OpenCart30, Query, site_query
 from daemon.settings import DatabaseUrl, SiteSettings
+from daemon.shop_schema import schema_error
 from daemon.shop_tls import ensure_encrypted, shop_tls_context
 from events.snapshot import (
     Catalogue,
@@ -149,6 +150,7 @@ class ShopReader:
     def __init__(self, pool: aiomysql.Pool, site: SiteSettings) -> None:
         self._pool = pool
         self._site = site.name
+        self._prefix = site.table_prefix
         self._sql = OpenCart30(site.table_prefix)
         self._store_id = site.store_id
         self._queries = dict(site.queries)
@@ -383,8 +385,9 @@ class ShopReader:
         try:
             yield connection
         except _DRIVER_ERRORS as exc:
+            unsupported = await schema_error(connection, self._site, self._prefix, exc)
             connection.close()
-            raise ShopUnavailable(self._site, _reason(exc)) from exc
+            raise unsupported or ShopUnavailable(self._site, _reason(exc)) from exc
         except BaseException:
             # Interrupted mid-result (a cancel): its state is unknown, drop it.
             connection.close()

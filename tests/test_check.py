@@ -19,7 +19,11 @@ from daemon.settings import (
 )
 from tests import factories
 from tests.conftest import OpenCartShop
+from tests.orders_md import FIXTURES
 from tests.projection_support import TOKEN, Crm
+
+# The shared OpenCart 4.x fixture shop, read in place (never copied here).
+OPENCART_4_DUMP = FIXTURES / "site_c.sql"
 
 
 def check_settings(
@@ -188,3 +192,18 @@ def test_role_grants_name_their_roles() -> None:
     ]
 
     assert granted_roles(grants) == ["writer", "odd`name"]
+
+
+async def test_an_opencart_4_shop_fails_the_check_naming_the_schema(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """The OpenCart 4.x fixture dump: refused as such, not passed as readable."""
+    shop = await make_shop(dump=OPENCART_4_DUMP)
+    url = await crm.serve()
+
+    report = await check(check_settings(tmp_path, url, shop, shop.url))
+
+    assert report.failures == [
+        "site site_a: OpenCart 4.x schema; only OpenCart 3.0 / ocStore is"
+        " supported for now"
+    ]
