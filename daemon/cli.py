@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.errors import DaemonError, ShopUnavailable
-from daemon.logs import configure_logging
+from daemon.logs import configure_logging, mask_text
 from daemon.settings import Settings, default_settings_path, load_settings
 
 if TYPE_CHECKING:
@@ -408,10 +408,7 @@ def _report(
     secrets += [database.password for database in settings.databases.values()]
 
     def masked(text: str) -> str:
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return mask_text(text, secrets)
 
     try:
         text, code = asyncio.run(work())

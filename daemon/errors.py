@@ -18,6 +18,15 @@ class ShopUnavailable(DaemonError):
         self.reason = reason
 
 
+class UnsupportedShop(ShopUnavailable):
+    """A shop's database holds a schema ocsync cannot read (e.g. OpenCart 4.x)."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        DaemonError.__init__(self, f"site {site}: {reason}")
+        self.site = site
+        self.reason = reason
+
+
 class ShopDataError(DaemonError):
     """A shop's row that cannot be read as OpenCart data; names site, order, field."""
 

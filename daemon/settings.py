@@ -10,6 +10,7 @@ still works.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import tomllib
@@ -33,6 +34,7 @@ ClientMatch = Literal["phone_and_name", "phone", "never"]
 ShippingTarget = Literal["line", "field"]
 RoundingGap = Literal["line", "comment"]
 LineUpdate = Literal["replace", "comment"]
+DatabaseTls = Literal["off", "verify"]
 # Numbers a setting may not go below: a batch of 0 orders or a rate of 0
 # requests a minute would stall the daemon, not configure it.
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -198,6 +200,8 @@ class DatabaseUrl(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
     database: str
+    # The site's `database_tls`: "verify" requires TLS with a verified certificate.
+    tls: DatabaseTls = "off"
 
     def __repr__(self) -> str:
         # Never let the password reach a log line or a traceback.
@@ -211,6 +215,9 @@ class SiteSettings(_Section, frozen=True, kw_only=True):
     title: str = ""
     database: str
     table_prefix: str = "oc_"
+    # TLS to the shop's database: "off" (a database on this machine or a
+    # private network) or "verify" (required, certificate and host checked).
+    database_tls: DatabaseTls = "off"
     # One store of a multi-store install (None: every store of the database).
     store_id: int | None = None
     source_id: int
@@ -309,7 +316,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     ):
         _check_site(site, index)
         key = f"sites[{index}].database"
-        databases[site.name] = _parse_database_url(str(template), environ, key)
+        database = _parse_database_url(str(template), environ, key)
+        databases[site.name] = msgspec.structs.replace(database, tls=site.database_tls)
     _check_unique_names(parsed.sites)
     _check_deals(parsed.deals)
     _check_crm_url(parsed.crm.base_url)
@@ -510,6 +518,22 @@ def _check_crm_url(base_url: str) -> None:
             f"crm.base_url: {base_url!r} is not an http(s) address such as "
             "https://api.keepincrm.com/v1"
         )
+    # Plain http would carry the token in clear; only this machine may see it.
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        raise SettingsError(
+            f"crm.base_url: {base_url!r} is plain http to another machine, which "
+            "would send the API token in clear; use https (http is accepted for "
+            "127.0.0.0/8, ::1 and localhost only, e.g. the sandbox)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_unique_names(sites: list[SiteSettings]) -> None:

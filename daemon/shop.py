@@ -31,6 +31,8 @@ import pymysql  # type: ignore[import-untyped]  # no stubs; aiomysql wraps it
 from daemon.errors import ShopDataError, ShopUnavailable
 from daemon.opencart30 import OpenCart30, Query, site_query
 from daemon.settings import DatabaseUrl, SiteSettings
+from daemon.shop_schema import schema_error
+from daemon.shop_tls import ensure_encrypted, shop_tls_context
 from events.snapshot import (
     Catalogue,
     Currency,
@@ -119,7 +121,7 @@ class ShopContext(msgspec.Struct, frozen=True, kw_only=True):
 async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
     """A small pool of read-only utf8mb4 connections to one shop's database."""
     try:
-        return await aiomysql.create_pool(
+        pool = await aiomysql.create_pool(
             host=db.host,
             port=db.port,
             user=db.user,
@@ -134,9 +136,12 @@ async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
             maxsize=2,
             # Below MySQL's wait_timeout, so an idle shop never hangs up on us.
             pool_recycle=3600,
+            ssl=shop_tls_context(db),
         )
+        await ensure_encrypted(pool, db, site)
     except _DRIVER_ERRORS as exc:
         raise ShopUnavailable(site, _reason(exc, db.password)) from exc
+    return pool
 
 
 class ShopReader:
@@ -145,6 +150,7 @@ class ShopReader:
     def __init__(self, pool: aiomysql.Pool, site: SiteSettings) -> None:
         self._pool = pool
         self._site = site.name
+        self._prefix = site.table_prefix
         self._sql = OpenCart30(site.table_prefix)
         self._store_id = site.store_id
         self._queries = dict(site.queries)
@@ -379,8 +385,9 @@ class ShopReader:
         try:
             yield connection
         except _DRIVER_ERRORS as exc:
+            unsupported = await schema_error(connection, self._site, self._prefix, exc)
             connection.close()
-            raise ShopUnavailable(self._site, _reason(exc)) from exc
+            raise unsupported or ShopUnavailable(self._site, _reason(exc)) from exc
         except BaseException:
             # Interrupted mid-result (a cancel): its state is unknown, drop it.
             connection.close()

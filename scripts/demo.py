@@ -58,10 +58,15 @@ def main() -> int:
     password = secrets.token_urlsafe(18)
     token = secrets.token_urlsafe(24)
 
-    # 1. Load every dump into a database of the demo's own.
-    sites = []
+    # 1. Load every dump into a database of the demo's own, once all are
+    # known to be safe to load: none names a database, no two share a name.
+    names = site_names(args.dumps)
     for dump in args.dumps:
-        name = re.sub(r"[^A-Za-z0-9_]", "_", dump.stem)
+        problem = dump_problem(dump)
+        if problem is not None:
+            raise SystemExit(f"demo: {problem}")
+    sites = []
+    for dump, name in zip(args.dumps, names, strict=True):
         prefix = _load_dump(dump, f"ocsync_demo_{name}", host, port)
         sites.append((name, prefix))
     _grant_reader(host, port, password, [f"ocsync_demo_{name}" for name, _ in sites])
@@ -104,7 +109,11 @@ def main() -> int:
             env=env,
             stderr=(WORK / "ocsync.log").open("w"),
         )
-        print(f"ocsync run --once exited {run.returncode}; log: {WORK / 'ocsync.log'}")
+        log = WORK / "ocsync.log"
+        print(f"ocsync run --once exited {run.returncode}; log: {log}")
+        if run.returncode != 0:
+            for line in failure_lines(log.read_text("utf-8", errors="replace")):
+                print(f"  {line}")
         base_url = f"http://127.0.0.1:{sandbox_port}/v1"
         marker_field = tomllib.loads(config.read_text("utf-8"))["deals"][
             "custom_fields"
@@ -124,6 +133,79 @@ def main() -> int:
     return run.returncode
 
 
+def site_names(dumps: list[Path]) -> list[str]:
+    """The site name of each dump (from its file name); refuses two alike.
+
+    Two dumps of one name would load into one database, the second over the
+    first, and the demo would show one shop where two were given.
+    """
+    names = [re.sub(r"[^A-Za-z0-9_]", "_", dump.stem) for dump in dumps]
+    first: dict[str, Path] = {}
+    for dump, name in zip(dumps, names, strict=True):
+        if name in first:
+            raise SystemExit(
+                f"demo: {first[name]} and {dump} would both load into "
+                f"ocsync_demo_{name}; rename one of the files"
+            )
+        first[name] = dump
+    return names
+
+
+# A statement that picks or makes a database of the dump's own choosing, as
+# `mysqldump --databases` writes: CREATE DATABASE ..., USE `name`.
+_NAMES_DATABASE = re.compile(
+    rb"^\s*(?:/\*!\d*\s*)?((?:CREATE|DROP)\s+(?:DATABASE|SCHEMA)\b|USE\b)",
+    re.IGNORECASE,
+)
+
+
+def dump_problem(dump: Path) -> str | None:
+    """Why `dump` must not be loaded into a demo database, or None.
+
+    A dump that names its database would write there (perhaps a live shop)
+    rather than into the demo's own; mysqldump puts each statement on a line
+    of its own, so reading line starts finds them.
+    """
+    if not dump.is_file():
+        return f"no dump at {dump}"
+    with dump.open("rb") as source:
+        for number, line in enumerate(source, start=1):
+            found = _NAMES_DATABASE.match(line)
+            if found is not None:
+                statement = line.decode("utf-8", errors="replace").strip()[:80]
+                return (
+                    f"{dump} line {number} names a database of its own "
+                    f"({statement}); loading it would write into that database, "
+                    "not the demo's. Dump the shop without --databases "
+                    "(mysqldump SHOP_DB > shop.sql) and try again"
+                )
+    return None
+
+
+def failure_lines(log: str, limit: int = 3) -> list[str]:
+    """The last error lines of an ocsync log, readable; else its last lines."""
+    errors = []
+    for text in log.splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            # Not a log line: a message of the command itself, or a traceback.
+            if text.strip():
+                errors.append(text.strip())
+            continue
+        if not isinstance(line, dict) or line.get("level") not in ("error", "critical"):
+            continue
+        details = [
+            f"{key}={value}"
+            for key, value in line.items()
+            if key not in ("event", "level", "timestamp")
+        ]
+        errors.append(" ".join([str(line.get("event", "")), *details]))
+    if not errors:
+        errors = [text for text in log.splitlines() if text.strip()]
+    return errors[-limit:]
+
+
 def _mysql(host: str, port: int, database: str | None = None) -> pymysql.Connection:
     return pymysql.connect(
         host=host, port=port, user="root", database=database, charset="utf8mb4"
@@ -139,7 +221,16 @@ def _load_dump(dump: Path, database: str, host: str, port: int) -> str:
         cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
     with dump.open("rb") as source:
         loaded = subprocess.run(
-            ["mysql", "--protocol=tcp", f"-h{host}", f"-P{port}", "-uroot", database],
+            # --one-database: a second guard, should a dump still name another.
+            [
+                "mysql",
+                "--protocol=tcp",
+                f"-h{host}",
+                f"-P{port}",
+                "-uroot",
+                "--one-database",
+                database,
+            ],
             stdin=source,
         )
     if loaded.returncode != 0:

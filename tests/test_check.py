@@ -6,9 +6,10 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from daemon.check import check, writable_privileges
+from daemon.check import check, granted_roles, writable_privileges
 from daemon.settings import (
     CaptureSettings,
     CrmSettings,
@@ -18,7 +19,11 @@ from daemon.settings import (
 )
 from tests import factories
 from tests.conftest import OpenCartShop
+from tests.orders_md import FIXTURES
 from tests.projection_support import TOKEN, Crm
+
+# The shared OpenCart 4.x fixture shop, read in place (never copied here).
+OPENCART_4_DUMP = FIXTURES / "site_c.sql"
 
 
 def check_settings(
@@ -127,3 +132,78 @@ def test_grants_beyond_select_are_writes() -> None:
     assert writable_privileges(["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"], "x") == {
         "ALL PRIVILEGES"
     }
+
+
+async def test_a_shop_asked_to_verify_tls_without_tls_fails_the_check(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """database_tls = "verify" on a server without TLS: refused, not read in clear."""
+    shop = await make_shop()
+    url = await crm.serve()
+    verify = msgspec.structs.replace(shop.url, tls="verify")
+
+    report = await check(check_settings(tmp_path, url, shop, verify))
+
+    assert not report.passed
+    [failure] = report.failures
+    assert failure.startswith('site site_a: database_tls = "verify" but 127.0.0.1')
+    assert "does not offer TLS" in failure
+
+
+async def test_write_rights_that_come_through_a_role_are_warned_about(
+    reader: tuple[OpenCartShop, DatabaseUrl], crm: Crm, tmp_path: Path
+) -> None:
+    """SELECT itself, plus a default role (by way of a nested one) that may write."""
+    shop, database = reader
+    url = await crm.serve()
+    outer, inner = (f"ocsync_role_{secrets.token_hex(4)}" for _ in range(2))
+    await shop.execute(f"CREATE ROLE `{outer}`")
+    await shop.execute(f"CREATE ROLE `{inner}`")
+    try:
+        await shop.execute(f"GRANT SELECT ON `{shop.url.database}`.* TO `{outer}`")
+        await shop.execute(
+            f"GRANT INSERT, UPDATE, DELETE ON `{shop.url.database}`.* TO `{inner}`"
+        )
+        await shop.execute(f"GRANT `{inner}` TO `{outer}`")
+        for host in ("localhost", "127.0.0.1"):
+            account = f"'{database.user}'@'{host}'"
+            await shop.execute(f"GRANT `{outer}` TO {account}")
+            await shop.execute(f"SET DEFAULT ROLE `{outer}` FOR {account}")
+
+        report = await check(check_settings(tmp_path, url, shop, database))
+    finally:
+        await shop.execute(f"DROP ROLE IF EXISTS `{outer}`")
+        await shop.execute(f"DROP ROLE IF EXISTS `{inner}`")
+
+    assert report.passed, report.failures
+    [warning] = report.warnings
+    assert warning.startswith(
+        f"site site_a: user {database.user!r} can write (DELETE, INSERT, UPDATE;"
+        f" through role '{inner}')"
+    )
+
+
+def test_role_grants_name_their_roles() -> None:
+    """`GRANT `role` TO ...` lines give their roles; privilege lines none."""
+    grants = [
+        "GRANT SELECT ON `shop`.* TO `r`@`%`",
+        "GRANT `writer` TO `r`@`%`",
+        "GRANT `odd``name` TO `r`@`%` WITH ADMIN OPTION",
+    ]
+
+    assert granted_roles(grants) == ["writer", "odd`name"]
+
+
+async def test_an_opencart_4_shop_fails_the_check_naming_the_schema(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """The OpenCart 4.x fixture dump: refused as such, not passed as readable."""
+    shop = await make_shop(dump=OPENCART_4_DUMP)
+    url = await crm.serve()
+
+    report = await check(check_settings(tmp_path, url, shop, shop.url))
+
+    assert report.failures == [
+        "site site_a: OpenCart 4.x schema; only OpenCart 3.0 / ocStore is"
+        " supported for now"
+    ]

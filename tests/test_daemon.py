@@ -6,10 +6,25 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from events import DealCreated, DealCreateFailed, DealRequested, open_event_store
+from projections.keepincrm.sandbox_faults import FaultPlan
 from tests.conftest import OpenCartShop
 from tests.e2e_support import REPO, TOKEN, SandboxCrm, deals_by_marker, write_settings
+from tests.fault_scenario import (
+    EUR,
+    TSHIRT,
+    Outcome,
+    Scenario,
+    ShopOrder,
+    check_crm,
+    faulty_sandbox,
+    settle,
+    write_scenario_settings,
+)
+from tests.test_replay import edit
 
 # Bounds on waiting for the daemon, not timings under test: a slow machine
 # only makes the test wait longer before it gives up.
@@ -64,3 +79,132 @@ async def test_daemon_syncs_new_orders_and_stops_on_sigterm(
     assert after - before == {"site_a:5"}
     assert daemon.returncode == 0, log
     assert '"event": "stopped"' in log
+
+
+async def start_logged_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`ocsync run` with its stderr in `log`, to be read while it runs."""
+    with log.open("wb") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            "--config",
+            str(config),
+            "run",
+            cwd=REPO,
+            env={**os.environ, "E2E_CRM_TOKEN": TOKEN},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+async def wait_until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(_PATIENCE_SECONDS):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+async def stopped(daemon: asyncio.subprocess.Process) -> int:
+    """The daemon's exit code; killed (and the test failed) if it never exits."""
+    try:
+        async with asyncio.timeout(_PATIENCE_SECONDS):
+            return await daemon.wait()
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+
+
+def hanging_creates(hang_seconds: float) -> FaultPlan:
+    """Every create is stored, then answered only after `hang_seconds`."""
+    return FaultPlan(
+        seed=1,
+        server_error_rate=0,
+        timeout_after_store_rate=1,
+        drop_connection_rate=0,
+        rate_limit_every=0,
+        hang_seconds=hang_seconds,
+        methods=("POST",),
+    )
+
+
+def daemon_settings(
+    tmp_path: Path, shop: OpenCartShop, url: str, crm_timeout: float
+) -> Path:
+    """The fault scenario's settings, with time to finish the request in flight."""
+    config = write_scenario_settings(
+        tmp_path / "settings.toml", shop, url, Scenario(crm_timeout=crm_timeout)
+    )
+    edit(config, "shutdown_seconds = 2", f"shutdown_seconds = {crm_timeout * 10}")
+    return config
+
+
+async def test_sigterm_while_a_create_hangs_keeps_the_intent_and_exits_0(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], tmp_path: Path
+) -> None:
+    """The create in flight ends, DealRequested is in the log; a restart settles it."""
+    shop = await make_shop()
+    order = ShopOrder(order_id=1, currency=EUR, lines=[(TSHIRT, 2)])
+    await order.write(shop)
+    log = tmp_path / "daemon.log"
+
+    async with faulty_sandbox(tmp_path / "crm.db", hanging_creates(8)) as (
+        url,
+        injector,
+    ):
+        config = daemon_settings(tmp_path, shop, url, crm_timeout=4)
+        daemon = await start_logged_daemon(config, log)
+        try:
+            # The create was received: it is stored, and its answer hangs.
+            await wait_until(lambda: injector.counter.timeout_after_store == 1)
+            daemon.send_signal(signal.SIGTERM)
+        finally:
+            code = await stopped(daemon)
+        store = await open_event_store("sqlite:///events.db", tmp_path)
+        try:
+            recorded = [item.event for item in await store.read_stream(order.marker)]
+        finally:
+            await store.close()
+
+        injector.enabled = False
+        settled = await settle(config, tmp_path, runs=1, seconds=60)
+        outcome = Outcome(orders=1, faults=injector.counter, restarts=1)
+        await check_crm(url, [order.expected()], outcome)
+
+    assert code == 0, log.read_text("utf-8")
+    assert '"event": "stopping"' in log.read_text("utf-8")
+    assert any(isinstance(event, DealRequested) for event in recorded), recorded
+    # The request in flight was finished (its answer lost), not cut off.
+    assert any(isinstance(event, DealCreateFailed) for event in recorded), recorded
+    assert not any(isinstance(event, DealCreated) for event in recorded), recorded
+    assert settled == [0]
+    assert (outcome.lost, outcome.duplicates, outcome.wrong) == ([], 0, {})
+
+
+async def test_a_second_sigterm_exits_at_once_with_an_error_code(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], tmp_path: Path
+) -> None:
+    """Stopping, waiting on a hung create: a second SIGTERM exits 1, not after it."""
+    shop = await make_shop()
+    await ShopOrder(order_id=1, currency=EUR, lines=[(TSHIRT, 1)]).write(shop)
+    log = tmp_path / "daemon.log"
+
+    async with faulty_sandbox(tmp_path / "crm.db", hanging_creates(12)) as (
+        url,
+        injector,
+    ):
+        config = daemon_settings(tmp_path, shop, url, crm_timeout=10)
+        daemon = await start_logged_daemon(config, log)
+        try:
+            await wait_until(lambda: injector.counter.timeout_after_store == 1)
+            daemon.send_signal(signal.SIGTERM)
+            await wait_until(lambda: '"event": "stopping"' in log.read_text("utf-8"))
+            daemon.send_signal(signal.SIGTERM)
+        finally:
+            code = await stopped(daemon)
+
+    text = log.read_text("utf-8")
+    # A stop that waited for the create would have exited 0 with "stopped".
+    assert code == 1, text
+    assert '"event": "second signal, exiting at once"' in text
+    assert '"event": "stopped"' not in text

@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
+from aiohttp.test_utils import RawTestServer, TestServer
 
 from projections.keepincrm import (
     KeepinCRMClient,
@@ -31,6 +34,7 @@ from projections.keepincrm import (
     TransportError,
     Unauthorized,
     UnexpectedAnswer,
+    UnverifiedCertificate,
     ValidationFailed,
 )
 from tests.aioresponses_compat import aioresponses
@@ -301,3 +305,65 @@ async def test_timeout_leaves_the_outcome_uncertain() -> None:
     assert (error.retryable, error.request_sent) == (True, True)
     assert "no answer within 0.2s" in str(error)
     assert isinstance(error.__cause__, TimeoutError)
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 that no one has signed."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_a_self_signed_crm_is_refused_before_the_token_is_sent(
+    self_signed: ssl.SSLContext,
+) -> None:
+    """HTTPS with an unverifiable certificate: a clear error, no request, no retry."""
+    received: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        received.append(request.path)
+        return web.json_response({"items": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/agreements", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=self_signed)
+    url = str(server.make_url("/v1"))
+    try:
+        # Five attempts allowed: a certificate error must not use them.
+        async with KeepinCRMClient(url, TOKEN, max_attempts=5) as client:
+            with pytest.raises(UnverifiedCertificate) as caught:
+                await client.ping()
+    finally:
+        await server.close()
+
+    assert url.startswith("https://127.0.0.1:")
+    message = str(caught.value)
+    assert message.startswith("GET /agreements: the CRM's TLS certificate cannot be")
+    assert "self-signed certificate" in message
+    assert caught.value.attempts == 1
+    assert received == []

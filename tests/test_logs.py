@@ -8,16 +8,19 @@ parses every line.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomysql
 import pytest
+import structlog
 from aiohttp.test_utils import TestServer
 
+from daemon.logs import configure_logging
 from projections.keepincrm.sandbox import create_sandbox_app
 from tests.conftest import DB_HOST, DB_PORT, OpenCartShop
 from tests.e2e_support import SandboxCrm
@@ -176,7 +179,7 @@ async def test_no_secret_reaches_any_output(
     reader_account: str,
     tmp_path: Path,
 ) -> None:
-    """Sync, replay, audit and failures at DEBUG: neither token nor password shows."""
+    """Every command and its failures at DEBUG: neither token nor password shows."""
     config = settings_file(shops, secret_crm.url, tmp_path, "sku")
     edit(config, "mysql://root:@", f"mysql://{reader_account}:${{E2E_DB}}@", count=2)
     env = {"E2E_CRM_TOKEN": SECRET_TOKEN, "E2E_DB": SECRET_PASSWORD}
@@ -193,16 +196,24 @@ async def test_no_secret_reaches_any_output(
         await run("audit", "site_b:2"),
         await run("audit", "site_b:2", "--json"),
         await run("audit", "site_b:404"),
+        await run("check"),
+        await run("status"),
+        await run("relink"),
     ]
     # Failures print what went wrong: a shop that refuses, a CRM that does.
     edit(config, shops["site_b"].url.database, "ocsync_no_such_db")
     ran.append(await run("run", "--once"))
+    ran.append(await run("check"))
     wrong = {**env, "E2E_CRM_TOKEN": f"{SECRET_TOKEN}-wrong"}
     ran.append(await ocsync(config, "replay", "deals", env=wrong))
+    ran.append(await ocsync(config, "check", env=wrong))
 
-    assert [r.code for r in ran] == [0] * 6 + [1] * 3, [r.err for r in ran]
-    assert "shop unavailable" in ran[7].err
-    assert "401 the CRM refused the API key" in ran[8].err
+    codes = [r.code for r in ran]
+    assert codes == [0] * 6 + [1] + [0] * 3 + [1] * 4, [r.err for r in ran]
+    assert "shop unavailable" in ran[10].err
+    assert "failed   site site_b" in ran[11].out
+    assert "401 the CRM refused the API key" in ran[12].err
+    assert "401 the CRM refused the API key" in ran[13].out
     assert "keepincrm call" in ran[0].err  # DEBUG lines were written
     output = "".join(r.out + r.err for r in ran)
     assert SECRET_TOKEN not in output
@@ -210,3 +221,95 @@ async def test_no_secret_reaches_any_output(
     log = (tmp_path / "events.db").read_bytes()
     assert SECRET_TOKEN.encode() not in log
     assert SECRET_PASSWORD.encode() not in log
+
+
+@pytest.fixture
+def logging_with_secret() -> Iterator[str]:
+    """A secret for a test that configures logging knowing it; undone after.
+
+    The test configures logging itself, so that the handler writes to the
+    stderr `capsys` captures during the test.
+    """
+    yield f"s3cr{secrets.token_hex(6)}"
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def test_a_secret_nested_in_a_value_is_masked(
+    logging_with_secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret inside a dict, a list and a tuple value is masked in the line."""
+    secret = logging_with_secret
+    configure_logging([secret], level="DEBUG")
+
+    structlog.get_logger("ocsync").info(
+        "nested",
+        request={"headers": {"X-Auth-Token": secret}, "args": [1, f"a{secret}b"]},
+        pair=("x", secret),
+    )
+
+    [line] = json_lines(capsys.readouterr().err)
+    assert secret not in json.dumps(line)
+    assert line["request"] == {
+        "headers": {"X-Auth-Token": "***"},
+        "args": [1, "a***b"],
+    }
+    assert line["pair"] == ["x", "***"]
+
+
+def test_a_secret_in_an_exception_and_its_traceback_is_masked(
+    logging_with_secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception as a value, and a logged traceback, keep no secret."""
+    secret = logging_with_secret
+    configure_logging([secret], level="DEBUG")
+    log = structlog.get_logger("ocsync")
+
+    try:
+        raise ConnectionError(f"cannot log in with {secret}")
+    except ConnectionError as exc:
+        log.warning("as a value", error=exc)
+        log.exception("with its traceback")
+
+    first, second = json_lines(capsys.readouterr().err)
+    assert first["error"] == "ConnectionError('cannot log in with ***')"
+    assert "ConnectionError: cannot log in with ***" in second["exception"]
+    assert secret not in json.dumps([first, second])
+
+
+def test_standard_library_lines_are_json_and_masked(
+    logging_with_secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiomysql's own logger: a JSON line, its name kept, the secret masked."""
+    secret = logging_with_secret
+    configure_logging([secret], level="DEBUG")
+
+    try:
+        raise OSError(f"refused for {secret}")
+    except OSError:
+        logging.getLogger("aiomysql").error("lost %s", secret, exc_info=True)
+
+    [line] = json_lines(capsys.readouterr().err)
+    assert (line["event"], line["logger"], line["level"]) == (
+        "lost ***",
+        "aiomysql",
+        "error",
+    )
+    assert "OSError: refused for ***" in line["exception"]
+    assert secret not in json.dumps(line)
+
+
+def test_even_a_short_secret_is_masked(
+    logging_with_secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A three-character password is masked too, not left below a floor."""
+    configure_logging([logging_with_secret, "Qz9"], level="INFO")
+
+    structlog.get_logger("ocsync").info("login", password="Qz9")
+
+    [line] = json_lines(capsys.readouterr().err)
+    assert line["password"] == "***"

@@ -231,3 +231,57 @@ def test_a_folder_or_a_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
         load_settings(tmp_path, {})
     with pytest.raises(SettingsError, match="not UTF-8"):
         load_settings(latin, {})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.keepincrm.com/v1",
+        "http://10.0.0.5:8765/v1",
+        "http://localhost.evil/v1",
+    ],
+)
+def test_plain_http_to_another_machine_is_refused(tmp_path: Path, url: str) -> None:
+    """The token would travel in clear: refused, naming the key and the fix."""
+    text = MINIMAL.replace("[crm]\n", f'[crm]\nbase_url = "{url}"\n', 1)
+
+    with pytest.raises(SettingsError, match=r"crm\.base_url: .*plain http.*https"):
+        load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765/v1",
+        "http://127.10.0.1/v1",
+        "http://[::1]:8765/v1",
+        "http://LocalHost:8765/v1",
+        "https://crm.example.com/v1",
+    ],
+)
+def test_http_to_this_machine_and_https_anywhere_are_accepted(
+    tmp_path: Path, url: str
+) -> None:
+    """Loopback (the sandbox) may be plain http; any host may be https."""
+    text = MINIMAL.replace("[crm]\n", f'[crm]\nbase_url = "{url}"\n', 1)
+
+    settings = load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+    assert settings.crm.base_url == url
+
+
+def test_database_tls_is_off_unless_a_site_asks_to_verify(tmp_path: Path) -> None:
+    """database_tls reaches the site's database; any other value is refused."""
+    plain = load_settings(write(tmp_path, MINIMAL), {"TOKEN": "t"})
+    text = MINIMAL.replace(
+        'sync_from = "all"', 'sync_from = "all"\ndatabase_tls = "verify"'
+    )
+    verified = load_settings(write(tmp_path, text), {"TOKEN": "t"})
+    wrong = MINIMAL.replace(
+        'sync_from = "all"', 'sync_from = "all"\ndatabase_tls = "on"'
+    )
+
+    assert plain.databases["site_a"].tls == "off"
+    assert verified.databases["site_a"].tls == "verify"
+    with pytest.raises(SettingsError, match=r"database_tls"):
+        load_settings(write(tmp_path, wrong), {"TOKEN": "t"})

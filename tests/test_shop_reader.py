@@ -11,7 +11,7 @@ import aiomysql
 import msgspec
 import pytest
 
-from daemon.errors import ShopUnavailable
+from daemon.errors import ShopUnavailable, UnsupportedShop
 from daemon.settings import DatabaseUrl
 from daemon.shop import ShopReader, open_shop_pool
 from events.snapshot import Currency, HistoryRow, Language
@@ -507,3 +507,33 @@ async def test_failing_site_query_names_site_and_query(
     assert says in str(failed.value)
     # The next read (another connection of the pool) works as before.
     assert (await reader.latest_history_id()) == 1
+
+
+async def test_a_shop_without_product_sku_is_named_an_opencart_4_shop(
+    shop: OpenCartShop, reader: ShopReader
+) -> None:
+    """A product table lacking `sku` (as in 4.x): the schema named, not the column."""
+    await shop.execute("ALTER TABLE `oc_product` DROP COLUMN `sku`")
+    await shop.execute(
+        "CREATE TABLE `oc_product_code` (product_id INT, code VARCHAR(64), value TEXT)"
+    )
+
+    with pytest.raises(UnsupportedShop) as caught:
+        await reader.catalogue_products("uk-ua")
+
+    assert str(caught.value) == (
+        "site site_a: OpenCart 4.x schema; only OpenCart 3.0 / ocStore is"
+        " supported for now"
+    )
+
+
+async def test_an_unknown_column_in_a_3_0_shop_keeps_its_own_error(
+    reader: ShopReader,
+) -> None:
+    """A bad column on an OpenCart 3.0 shop (a site query's typo): MySQL's error."""
+    with pytest.raises(ShopUnavailable) as caught:
+        async with reader.connection() as connection, connection.cursor() as cursor:
+            await cursor.execute("SELECT no_such_column FROM `oc_order`")
+
+    assert not isinstance(caught.value, UnsupportedShop)
+    assert "Unknown column 'no_such_column'" in caught.value.reason

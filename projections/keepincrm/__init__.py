@@ -10,6 +10,7 @@ from projections.keepincrm.errors import (
     TransportError,
     Unauthorized,
     UnexpectedAnswer,
+    UnverifiedCertificate,
     ValidationFailed,
 )
 from projections.keepincrm.sandbox import create_sandbox_app, serve_sandbox
@@ -24,6 +25,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnexpectedAnswer",
+    "UnverifiedCertificate",
     "ValidationFailed",
     "create_sandbox_app",
     "serve_sandbox",

@@ -54,6 +54,7 @@ from projections.keepincrm.errors import (
     TransportError,
     Unauthorized,
     UnexpectedAnswer,
+    UnverifiedCertificate,
     ValidationFailed,
 )
 
@@ -498,6 +499,8 @@ def _worth_retrying(error: BaseException, *, idempotent: bool) -> bool:
     """
     if not isinstance(error, KeepinCRMError) or not error.retryable:
         return False
+    if isinstance(error, UnverifiedCertificate):
+        return False
     if isinstance(error, RateLimited):
         return error.retry_after is None or error.retry_after <= RETRY_AFTER_CAP_SECONDS
     if idempotent:
@@ -509,6 +512,11 @@ def _transport_error(
     where: str, exc: Exception, timeout: float | None
 ) -> TransportError:
     """Translate an aiohttp failure, saying whether the CRM may have the request."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UnverifiedCertificate(
+            f"{where}: the CRM's TLS certificate cannot be verified, so the token "
+            f"was not sent: {exc.certificate_error}"
+        )
     # The connection never opened, so the CRM cannot have seen the request.
     if isinstance(
         exc,

@@ -9,6 +9,7 @@
     ├── ServerError                 5xx, or a bare 400 without detail
     ├── UnexpectedAnswer            a status or body this client does not know
     └── TransportError              no answer: timeout, refused, reset
+        └── UnverifiedCertificate   TLS certificate failed verification; nothing sent
 
 `retryable` says whether sending the same request again may succeed. Whether it
 is *safe* to send it again is a separate question for creates: a
@@ -18,7 +19,8 @@ store, so the caller reconciles by searching before it creates again.
 The client already retries where that is safe (see `client`), so a retryable
 error that reaches the caller has used up its `attempts`, or is a 429 asking
 for a longer pause than the client waits in place, or comes from a POST or
-PATCH whose outcome is uncertain and which the client would not send twice.
+PATCH whose outcome is uncertain and which the client would not send twice, or
+is a certificate that failed verification (the same each time, not retried).
 
 aiohttp exceptions never leave the client: they are translated here, at the
 edge, and kept as `__cause__`.
@@ -137,3 +139,14 @@ def _describe_errors(errors: Mapping[str, Any] | Sequence[Any]) -> list[str]:
     if isinstance(errors, str):
         return [errors]
     return [str(error) for error in errors]
+
+
+class UnverifiedCertificate(TransportError):
+    """The CRM's TLS certificate failed verification, so the token was not sent.
+
+    Retryable for the caller (the CRM's certificate or the trust store may be
+    fixed), but never retried in place: it would fail the same way at once.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=False)
