@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from daemon.settings import QuickOrderSettings
@@ -119,6 +120,23 @@ def test_typed_option_values_stay_as_typed() -> None:
     job = deal_for(order, site(), deal_settings())["jobs_attributes"][0]
 
     assert job["comment"] == "Колір: Напис: Олександр"
+
+
+def test_file_option_shows_the_uploaded_file_name() -> None:
+    """A file option shows the buyer's file name, not the upload code it stores."""
+    code = "c" * 40
+    lost = "d" * 40
+    files = [
+        option("Макет", code, type="file", product_option_id=3),
+        option("Логотип", lost, type="file", product_option_id=4),
+    ]
+    order = msgspec.structs.replace(
+        snapshot(lines=[line(options=files)]), uploads={code: "Макет & лого.pdf"}
+    )
+
+    job = deal_for(order, site(), deal_settings())["jobs_attributes"][0]
+
+    assert job["comment"] == f"Макет: Макет & лого.pdf; Логотип: {lost}"
 
 
 @pytest.mark.parametrize(
