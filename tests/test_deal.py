@@ -65,6 +65,22 @@ def test_line_carries_article_quantity_and_price_shown() -> None:
     assert job["product_attributes"]["currency"] == "UAH"
 
 
+def test_c4_deal_total_is_the_total_shown() -> None:
+    """C4: 143 x 10 with 1 428 shown: the deal says 1 428, discount 2, no 1 430."""
+    ten = line(quantity=10, price="5.0000", tax="0.0000")
+    order = snapshot(lines=[ten], rate="28.55000000", config_tax="0")
+
+    deal = deal_for(order, site(), deal_settings())
+
+    assert deal["total"] == Decimal("1428")
+    assert deal["discount"] == Decimal("2")
+    assert deal["discount_kind"] == "absolute_discount"
+    [job] = deal["jobs_attributes"]
+    assert (job["amount"], job["product_attributes"]["price"]) == (10, Decimal("143"))
+    assert all(j["product_attributes"]["price"] > 0 for j in deal["jobs_attributes"])
+    assert "Всього: 1 428 грн" in deal["comment"].splitlines()
+
+
 def test_c2_variants_stay_on_their_own_line() -> None:
     """C2: line A carries its options; line B, without options, carries none."""
     tshirt = line(
