@@ -179,12 +179,14 @@ class QuickOrderSettings(_Section, frozen=True, kw_only=True):
     """How a site's quick orders ("купити в 1 клік") are recognised and sent.
 
     An `order` row is a quick order when every rule given matches: empty
-    shipping and payment methods, an email from `emails`, a comment holding
-    `comment_marker`. A module that keeps its own table is read with `query`
-    (see the README for the columns it must return).
+    shipping and payment methods, an empty address (address line 1 and city
+    of both the payment and the shipping address), an email from `emails`, a
+    comment holding `comment_marker`. A module that keeps its own table is
+    read with `query` (see the README for the columns it must return).
     """
 
     empty_methods: bool = False
+    empty_address: bool = False
     emails: tuple[str, ...] = ()
     comment_marker: str | None = None
     query: str | None = None

@@ -291,6 +291,35 @@ def test_c7_quick_order_row_becomes_a_quick_deal() -> None:
     assert deal["source_id"] == 99
 
 
+@pytest.mark.parametrize(
+    ("filled", "quick"),
+    [
+        ({}, True),
+        ({"payment_city": "Київ"}, False),
+        ({"shipping_address_1": "Відділення №1"}, False),
+        ({"payment_address_1": " "}, True),
+    ],
+)
+def test_empty_address_rule_recognises_a_quick_order(
+    filled: dict[str, str], quick: bool
+) -> None:
+    """empty_address: address line 1 and city of both addresses must be empty."""
+    rule = QuickOrderSettings(empty_methods=True, empty_address=True)
+    empty = {
+        "shipping_method": "",
+        "payment_method": "",
+        "shipping_address_1": "",
+        "shipping_city": "",
+        "payment_address_1": "",
+        "payment_city": "",
+    }
+    order = snapshot(order={**empty, **filled})
+
+    deal = deal_for(order, site(quick_order=rule), deal_settings())
+
+    assert deal["title"].startswith("Швидке замовлення") is quick
+
+
 def test_an_ordinary_order_is_no_quick_order_by_default() -> None:
     """Without a rule, an order with empty methods is an ordinary order."""
     order = snapshot(order={"shipping_method": "", "payment_method": ""})
