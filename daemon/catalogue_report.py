@@ -5,6 +5,10 @@ products of any site whose article no CRM catalogue item carries (their order
 lines would make the CRM create new items), and articles that two sites spell
 differently ("AC-30" on one, "ac 30" on the other), which split one product
 into two CRM items.
+
+The first list also holds the articles of captured orders that no shop product
+has any more (a product deleted since the order, C13, or whose code changed)
+and no CRM item carries: their deals were sent unlinked all the same.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import aiomysql
 
 from daemon.settings import Settings
 from daemon.shop import ShopReader, open_shop_pool
-from projections.deal import article_of
+from events import EventStore
+from events.types import OrderChanged, OrderPlaced
+from projections.catalogue_names import CatalogueNames
+from projections.deal import article_of, line_article
 from projections.deal_totals import SERVICE_ARTICLES
 from projections.keepincrm.client import KeepinCRMClient
 
@@ -29,6 +36,16 @@ class UnlinkedProduct:
     article: str
     name: str
     enabled: bool
+    # Set for an article only captured orders have (the shop's products no
+    # longer do): the last order of the site with it.
+    order_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _OrderedArticle:
+    product_id: int
+    name: str
+    order_id: int
 
 
 @dataclass(frozen=True)
@@ -51,9 +68,15 @@ class CatalogueReport:
     service_unlinked: list[str] = field(default_factory=list)
 
 
-async def catalogue_report(settings: Settings) -> CatalogueReport:
-    """Read every site's products and the CRM catalogue; compare them."""
+async def catalogue_report(
+    settings: Settings, store: EventStore | None = None
+) -> CatalogueReport:
+    """Read every site's products and the CRM catalogue; compare them.
+
+    With the event log, the articles of its captured orders are compared too.
+    """
     report = CatalogueReport()
+    ordered = await _ordered_articles(store, settings) if store is not None else {}
     crm_articles: set[str] = set()
     async with KeepinCRMClient.from_settings(settings.crm) as crm:
         async for item in crm.list_materials():
@@ -91,6 +114,28 @@ async def catalogue_report(settings: Settings) -> CatalogueReport:
                     )
                 )
 
+    # An ordered article no product of its site has now, and no CRM item.
+    in_shop = {
+        (site, article)
+        for by_site in spellings.values()
+        for site, seen in by_site.items()
+        for article in seen
+    }
+    for site_name, article in sorted(ordered):
+        if article in crm_articles or (site_name, article) in in_shop:
+            continue
+        line = ordered[(site_name, article)]
+        report.unlinked.append(
+            UnlinkedProduct(
+                site=site_name,
+                product_id=line.product_id,
+                article=article,
+                name=line.name,
+                enabled=False,
+                order_id=line.order_id,
+            )
+        )
+
     for key in sorted(spellings):
         by_site = spellings[key]
         every = {spelling for seen in by_site.values() for spelling in seen}
@@ -103,6 +148,28 @@ async def catalogue_report(settings: Settings) -> CatalogueReport:
             )
 
     return report
+
+
+async def _ordered_articles(
+    store: EventStore, settings: Settings
+) -> dict[tuple[str, str], _OrderedArticle]:
+    """(site, article) of every captured order line -> its latest sighting."""
+    ordered: dict[tuple[str, str], _OrderedArticle] = {}
+    position = 0
+    while batch := await store.read_all(after=position, limit=1000):
+        for record in batch:
+            position = record.position
+            if not isinstance(record.event, OrderPlaced | OrderChanged):
+                continue
+            snapshot = record.event.snapshot
+            names = CatalogueNames(snapshot, settings.deals.language)
+            for line in snapshot.lines:
+                article = line_article(line, settings.deals.article_fields)
+                if article is not None:
+                    ordered[(snapshot.site, article)] = _OrderedArticle(
+                        line.product_id, names.product(line), snapshot.order_id
+                    )
+    return ordered
 
 
 def spelling_key(article: str) -> str:
@@ -122,7 +189,10 @@ def render_report(report: CatalogueReport) -> str:
     ]
     lines.append(f"Products whose article no CRM item carries: {len(report.unlinked)}")
     for product in sorted(report.unlinked, key=lambda p: (p.site, p.article)):
-        disabled = "" if product.enabled else " (disabled in the shop)"
+        if product.order_id is not None:
+            disabled = f" (no longer in the shop; ordered in #{product.order_id})"
+        else:
+            disabled = "" if product.enabled else " (disabled in the shop)"
         lines.append(
             f"  {product.site:<12} {product.article:<20} {product.name}"
             f" [product_id {product.product_id}]{disabled}"

@@ -364,7 +364,8 @@ def _catalogue(args: argparse.Namespace) -> int:
 
     async def reported() -> tuple[str, int]:
         try:
-            report = await catalogue_report(settings)
+            async with _log_and_crm(settings, crm=False) as (store, _):
+                report = await catalogue_report(settings, store)
         except ShopUnavailable as exc:
             raise _CommandFailed(f"catalogue: {exc}", code=1) from exc
         return render_report(report), 0

@@ -181,12 +181,14 @@ class QuickOrderSettings(_Section, frozen=True, kw_only=True):
     """How a site's quick orders ("купити в 1 клік") are recognised and sent.
 
     An `order` row is a quick order when every rule given matches: empty
-    shipping and payment methods, an email from `emails`, a comment holding
-    `comment_marker`. A module that keeps its own table is read with `query`
-    (see the README for the columns it must return).
+    shipping and payment methods, an empty address (address line 1 and city
+    of both the payment and the shipping address), an email from `emails`, a
+    comment holding `comment_marker`. A module that keeps its own table is
+    read with `query` (see the README for the columns it must return).
     """
 
     empty_methods: bool = False
+    empty_address: bool = False
     emails: tuple[str, ...] = ()
     comment_marker: str | None = None
     query: str | None = None
@@ -242,6 +244,10 @@ class SiteSettings(_Section, frozen=True, kw_only=True):
     # "city_colon_branch" ("Київ : Відділення №1" in shipping_city),
     # "custom_field:<id>", or "query:<name>.<column>" (a column of `queries`).
     branch_from: str = "shipping_address_1"
+    # Where the delivery city is kept: "shipping_city" (the address's city),
+    # "city_colon_branch" (the part before the colon), "custom_field:<id>" or
+    # "query:<name>.<column>"; the latter two fall back to the address's city.
+    city_from: str = "shipping_city"
     # OpenCart custom fields ("custom_field.<id>", "payment_custom_field.<id>",
     # "shipping_custom_field.<id>") and order columns ("order.<column>") to
     # CRM custom field names.
@@ -447,9 +453,29 @@ def _check_site(site: SiteSettings, index: int) -> None:
 
 
 _BRANCH_SOURCES = ("shipping_address_1", "city_colon_branch")
+_CITY_SOURCES = ("shipping_city", "city_colon_branch")
 _CUSTOM_FIELD_KEY = re.compile(
     r"^(custom_field|payment_custom_field|shipping_custom_field)\.(\d+)$"
 )
+
+
+def _check_source(
+    site: SiteSettings, key: str, source: str, columns: tuple[str, ...]
+) -> None:
+    """Refuse a `branch_from`-style source that names no column, field or query."""
+    kind, _, detail = source.partition(":")
+    if source in columns or (kind == "custom_field" and detail.isdigit()):
+        return
+    if kind == "query" and detail.partition(".")[0] in site.queries:
+        if not detail.partition(".")[2]:
+            raise SettingsError(
+                f"{key}: {source!r} names no column (query:NAME.COLUMN)"
+            )
+        return
+    raise SettingsError(
+        f"{key}: {source!r} is not {', '.join(columns)}, custom_field:<id> "
+        "or query:<name>.<column> of a query in queries"
+    )
 
 
 def _check_site_maps(site: SiteSettings, where: str) -> None:
@@ -474,21 +500,8 @@ def _check_site_maps(site: SiteSettings, where: str) -> None:
                 f"{where}.queries.{name}: the query must take %(order_ids)s"
             )
 
-    source = site.branch_from
-    kind, _, detail = source.partition(":")
-    if source in _BRANCH_SOURCES or (kind == "custom_field" and detail.isdigit()):
-        pass
-    elif kind == "query" and detail.partition(".")[0] in site.queries:
-        if not detail.partition(".")[2]:
-            raise SettingsError(
-                f"{where}.branch_from: {source!r} names no column (query:NAME.COLUMN)"
-            )
-    else:
-        raise SettingsError(
-            f"{where}.branch_from: {source!r} is not shipping_address_1, "
-            "city_colon_branch, custom_field:<id> or query:<name>.<column> "
-            "of a query in queries"
-        )
+    _check_source(site, f"{where}.branch_from", site.branch_from, _BRANCH_SOURCES)
+    _check_source(site, f"{where}.city_from", site.city_from, _CITY_SOURCES)
 
     for key in site.custom_fields:
         table, _, column = key.partition(".")

@@ -20,6 +20,7 @@ class CatalogueNames:
 
     def __init__(self, snapshot: OrderSnapshot, language_code: str) -> None:
         self._catalogue = snapshot.catalogue
+        self._uploads = snapshot.uploads
         self.language_id = next(
             (
                 language.language_id
@@ -39,7 +40,14 @@ class CatalogueNames:
         return found or option.name
 
     def option_value(self, option: LineOption) -> str:
-        """A chosen value's label; typed values (text, date, ...) as typed."""
+        """A chosen value's label; typed values (text, date, ...) as typed.
+
+        A file option stores the upload's code, which means nothing to a
+        manager: the file name the buyer uploaded stands in for it, and the
+        code is kept only when the `upload` row is gone.
+        """
+        if option.type == "file":
+            return self._uploads.get(option.value) or option.value
         found = None
         if option.option_value_id is not None and option.product_option_value_id:
             found = self._name(self._catalogue.option_values, option.option_value_id)

@@ -7,7 +7,6 @@ new settings recomputes deals from the log alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -24,7 +23,6 @@ from projections.catalogue_names import (
 from projections.deal_client import FieldWarning, client_for
 from projections.deal_fields import custom_fields_for, delivery_for, delivery_notes
 from projections.deal_totals import (
-    ROUNDING_ARTICLE,
     ProductLine,
     SettledTotals,
     settle_totals,
@@ -166,14 +164,7 @@ class _DealBuilder:
         rows disagree (a module changed a quantity and not the totals): such
         an order is parked for a person to look at, never sent off balance.
         """
-        gap = settled.unsettled_gap + sum(
-            (
-                line["product_attributes"]["price"]
-                for line in settled.extra_lines
-                if line["product_attributes"]["sku"] == ROUNDING_ARTICLE
-            ),
-            Decimal(0),
-        )
+        gap = settled.rounding
         units = sum(line.quantity for line in self.snapshot.lines)
         rows = len(self.snapshot.totals) + 1
         tolerance = rule.step_size() * (units + rows)

@@ -60,7 +60,7 @@ def delivery_for(
     deals: DealSettings,
     names: CatalogueNames,
 ) -> Delivery:
-    """The delivery facts of one order (see `SiteSettings.branch_from`)."""
+    """The delivery facts of one order (see `SiteSettings.branch_from`, `city_from`)."""
     order = snapshot.order
     answers = _CustomFieldAnswers(snapshot, names)
     warnings: list[FieldWarning] = []
@@ -69,19 +69,24 @@ def delivery_for(
     side = "shipping_" if _has_address(order, "shipping_") else "payment_"
     address_1 = _text(order.get(f"{side}address_1"))
     address_2 = _text(order.get(f"{side}address_2"))
-    city = _text(order.get(f"{side}city"))
+    city_column = _text(order.get(f"{side}city"))
+    before_colon, _, after_colon = (part.strip() for part in city_column.partition(":"))
 
     # The branch, from where this site keeps it.
-    branch = ""
-    source, _, detail = site.branch_from.partition(":")
     if site.branch_from == "shipping_address_1":
         branch = address_1
     elif site.branch_from == "city_colon_branch":
-        city, _, branch = (part.strip() for part in city.partition(":"))
-    elif source == "custom_field":
-        branch = answers.first(detail, ("shipping_", "payment_", ""))
-    elif source == "query":
-        branch = _query_value(snapshot, detail, warnings)
+        branch = after_colon
+    else:
+        branch = _sourced(site.branch_from, snapshot, answers, warnings)
+
+    # The city likewise; a "city : branch" column holds it before the colon.
+    if "city_colon_branch" in (site.city_from, site.branch_from):
+        city_column = before_colon
+    city = city_column
+    if site.city_from not in ("shipping_city", "city_colon_branch"):
+        # A module's table or a custom field with no city: the address's own.
+        city = _sourced(site.city_from, snapshot, answers, warnings) or city_column
 
     # Address line 1 is sent once: as the branch when a branch field takes it.
     if site.branch_from == "shipping_address_1" and deals.custom_fields.branch:
@@ -319,6 +324,21 @@ def _php_value(data: bytes, pos: int) -> tuple[object, int]:
             return list(items.values()), pos + 1
         return items, pos + 1
     raise ValueError(f"unknown type {tag!r}")
+
+
+def _sourced(
+    source: str,
+    snapshot: OrderSnapshot,
+    answers: _CustomFieldAnswers,
+    warnings: list[FieldWarning],
+) -> str:
+    """A fact kept in `custom_field:<id>` or `query:<name>.<column>`; "" if none."""
+    kind, _, detail = source.partition(":")
+    if kind == "custom_field":
+        return answers.first(detail, ("shipping_", "payment_", ""))
+    if kind == "query":
+        return _query_value(snapshot, detail, warnings)
+    return ""
 
 
 def _query_value(

@@ -4,15 +4,18 @@ The deal total is the `total` row as shown, and the deal adds up to it with
 nothing hidden: product lines carry the unit price shown (the CRM multiplies
 by the quantity), every charge the customer paid (shipping, fees, tax shown
 apart from the prices) is a line of its own or the shipping field, and the
-deal discount is whatever the lines exceed the total by when the order had a
-coupon, voucher, reward points or store credit. So, in CRM terms:
+deal discount is whatever the lines exceed the total by: the coupon, voucher,
+reward points or store credit, and any rounding in the same direction (units
+shown x quantity a hryvnia over the line shown, C4). So, in CRM terms:
 
     sum(price x amount) + shipping field - discount == total
 
-A remainder the discount cannot carry (the parts a kopeck short of the total,
-or over it with no discount row) is a rounding gap: a small line of its own,
-priced so that the equation holds (negative only when there is no discount
-row), or a note in the comment. Quick orders (C7) are the exception: their
+The parts over the total are always the discount, never a negative line: the
+CRM may refuse a negative price or turn it into a negative catalogue item, and
+the comment says the discount is rounding when the order had no discount row.
+A rounding gap the other way (the parts a kopeck short of the total) is never
+a negative discount: it is a small positive line of its own or a note in the
+comment, per `deals.rounding_gap`. Quick orders (C7) are the exception: their
 modules store unreliable totals, so their total is the sum of their lines.
 """
 
@@ -82,6 +85,10 @@ class SettledTotals:
     # total - (lines + shipping field - discount): 0 unless the gap is only
     # stated in the comment (`rounding_gap = "comment"`).
     unsettled_gap: Decimal
+    # What rounding accounts for, signed as total - parts: the gap (on a line
+    # or in the comment), or minus a discount that no discount row explains.
+    # A caller refuses an order whose "rounding" is too large to be one.
+    rounding: Decimal = Decimal(0)
 
     def deal_fields(self) -> dict[str, Any]:
         """`total`, and `discount` with its kind when there is one."""
@@ -177,8 +184,18 @@ class _Settlement:
             total, discount, gap = parts, None, Decimal(0)
         else:
             total = self._total_shown(shown)
-            discount, gap = _split(parts, total, has_discount_rows=bool(discount_rows))
-        if discount is not None and discount != -sum(discount_rows, Decimal(0)):
+            discount, gap = _split(parts, total)
+        coupons = -sum(discount_rows, Decimal(0))
+        rounding = gap
+        if discount is not None and coupons == 0:
+            rounding = -discount
+            # Nothing the customer saw as a discount: say it is only rounding.
+            self.comment.append(
+                f"{self.deals.rounding_title}: {self._text(-discount)} знижкою "
+                f"в угоді (позиції угоди дають {self._text(parts)}, "
+                f"до сплати {self._text(total)})"
+            )
+        elif discount is not None and discount != coupons:
             self.comment.append(
                 f"Знижка в угоді: {self._text(discount)} = позиції "
                 f"{self._text(parts)} - до сплати {self._text(total)}"
@@ -198,6 +215,7 @@ class _Settlement:
             custom_fields=fields,
             shipping_field=shipping_field,
             unsettled_gap=unsettled,
+            rounding=rounding,
         )
 
     def _charges(
@@ -254,9 +272,9 @@ class _Settlement:
         if self.deals.rounding_gap == "line":
             self._add(ROUNDING_ARTICLE, self.deals.rounding_title, gap)
             return Decimal(0)
-        sign = "+" if gap > 0 else ""
+        # `_split` leaves only a positive gap: the parts short of the total.
         self.comment.append(
-            f"{self.deals.rounding_title}: {sign}{self._text(gap)} "
+            f"{self.deals.rounding_title}: +{self._text(gap)} "
             f"(позиції угоди дають {self._text(settled)}, "
             f"до сплати {self._text(total)})"
         )
@@ -313,16 +331,15 @@ class _Settlement:
         )
 
 
-def _split(
-    parts: Decimal, total: Decimal, *, has_discount_rows: bool
-) -> tuple[Decimal | None, Decimal]:
+def _split(parts: Decimal, total: Decimal) -> tuple[Decimal | None, Decimal]:
     """(discount, rounding gap) so that parts - discount + gap == total.
 
-    Only an order with a discount row gets a discount, and never a negative
-    one; every other difference is a rounding gap.
+    Parts over the total are a positive discount, with or without a discount
+    row, so no line is ever priced below zero; parts short of it are a
+    positive gap, never a negative discount.
     """
     excess = parts - total
-    if has_discount_rows and excess > 0:
+    if excess > 0:
         return excess, Decimal(0)
     return None, -excess
 

@@ -35,6 +35,15 @@ def is_quick_order(snapshot: OrderSnapshot, rule: QuickOrderSettings | None) -> 
             order.get("payment_method"),
         )
         tests.append(not any((value or "").strip() for value in methods))
+    if rule.empty_address:
+        # Address line 1 and city of both addresses: a quick-order form asks
+        # for a phone only, while an ordinary checkout fills at least one.
+        address = (
+            order.get(f"{side}{column}")
+            for side in ("payment_", "shipping_")
+            for column in ("address_1", "city")
+        )
+        tests.append(not any((value or "").strip() for value in address))
     if rule.emails:
         email = (order.get("email") or "").strip().lower()
         tests.append(any(fnmatchcase(email, p.lower()) for p in rule.emails))

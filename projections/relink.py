@@ -106,7 +106,14 @@ def deal_as_sent(deal: dict[str, Any]) -> dict[str, Any]:
     """
     sent: dict[str, Any] = {
         name: deal.get(name)
-        for name in ("title", "currency", "total", "discount", "comment")
+        for name in (
+            "title",
+            "currency",
+            "total",
+            "discount",
+            "discount_kind",
+            "comment",
+        )
         if deal.get(name) is not None
     }
     source = deal.get("source") or {}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from daemon.catalogue_report import catalogue_report, spelling_key
+from daemon.catalogue_report import catalogue_report, render_report, spelling_key
 from daemon.settings import CaptureSettings, CrmSettings, EventLogSettings, Settings
+from events import EventStore
 from tests import factories
 from tests.conftest import OpenCartShop
-from tests.projection_support import TOKEN, Crm
+from tests.projection_support import TOKEN, Crm, place
 
 
 async def two_shops(
@@ -59,6 +60,35 @@ async def test_products_with_no_crm_item_are_listed_per_site(
     assert monitor.name == 'Монітор Apple Cinema 30"'
     assert (report.products, report.crm_items) == (6, 2)
     assert report.service_unlinked == ["rounding", "shipping", "tax"]
+
+
+async def test_c13_an_ordered_article_of_a_deleted_product_is_reported(
+    make_shop: Callable[..., Awaitable[OpenCartShop]],
+    crm: Crm,
+    store: EventStore,
+    tmp_path: Path,
+) -> None:
+    """C13: product 77 is gone from the shop; its captured order line is listed."""
+    site_a, site_b = await two_shops(make_shop)
+    url = await crm.serve(catalogue=[{"sku": "TS-01", "title": "Футболка", "price": 1}])
+    deleted = factories.line(product_id=77, name="Лампа настільна", model="LMP-77")
+    kept = factories.line(order_product_id=2)
+    await place(store, factories.snapshot(lines=[deleted, kept], order_id=12))
+
+    report = await catalogue_report(
+        report_settings(tmp_path, url, site_a, site_b), store
+    )
+
+    [gone] = [p for p in report.unlinked if p.article == "LMP-77"]
+    assert (gone.site, gone.product_id, gone.name, gone.order_id) == (
+        "site_a",
+        77,
+        "Лампа настільна",
+        12,
+    )
+    assert [p.article for p in report.unlinked if p.order_id is not None] == ["LMP-77"]
+    assert "LMP-77" in render_report(report)
+    assert "no longer in the shop; ordered in #12" in render_report(report)
 
 
 async def test_an_article_two_sites_spell_differently_is_reported(

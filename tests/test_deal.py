@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from daemon.settings import QuickOrderSettings
@@ -64,6 +65,22 @@ def test_line_carries_article_quantity_and_price_shown() -> None:
     assert job["product_attributes"]["currency"] == "UAH"
 
 
+def test_c4_deal_total_is_the_total_shown() -> None:
+    """C4: 143 x 10 with 1 428 shown: the deal says 1 428, discount 2, no 1 430."""
+    ten = line(quantity=10, price="5.0000", tax="0.0000")
+    order = snapshot(lines=[ten], rate="28.55000000", config_tax="0")
+
+    deal = deal_for(order, site(), deal_settings())
+
+    assert deal["total"] == Decimal("1428")
+    assert deal["discount"] == Decimal("2")
+    assert deal["discount_kind"] == "absolute_discount"
+    [job] = deal["jobs_attributes"]
+    assert (job["amount"], job["product_attributes"]["price"]) == (10, Decimal("143"))
+    assert all(j["product_attributes"]["price"] > 0 for j in deal["jobs_attributes"])
+    assert "Всього: 1 428 грн" in deal["comment"].splitlines()
+
+
 def test_c2_variants_stay_on_their_own_line() -> None:
     """C2: line A carries its options; line B, without options, carries none."""
     tshirt = line(
@@ -119,6 +136,23 @@ def test_typed_option_values_stay_as_typed() -> None:
     job = deal_for(order, site(), deal_settings())["jobs_attributes"][0]
 
     assert job["comment"] == "Колір: Напис: Олександр"
+
+
+def test_file_option_shows_the_uploaded_file_name() -> None:
+    """A file option shows the buyer's file name, not the upload code it stores."""
+    code = "c" * 40
+    lost = "d" * 40
+    files = [
+        option("Макет", code, type="file", product_option_id=3),
+        option("Логотип", lost, type="file", product_option_id=4),
+    ]
+    order = msgspec.structs.replace(
+        snapshot(lines=[line(options=files)]), uploads={code: "Макет & лого.pdf"}
+    )
+
+    job = deal_for(order, site(), deal_settings())["jobs_attributes"][0]
+
+    assert job["comment"] == f"Макет: Макет & лого.pdf; Логотип: {lost}"
 
 
 @pytest.mark.parametrize(
@@ -255,6 +289,35 @@ def test_c7_quick_order_row_becomes_a_quick_deal() -> None:
     assert "email" not in deal["client_attributes"]
     assert deal["title"].startswith("Швидке замовлення №1")
     assert deal["source_id"] == 99
+
+
+@pytest.mark.parametrize(
+    ("filled", "quick"),
+    [
+        ({}, True),
+        ({"payment_city": "Київ"}, False),
+        ({"shipping_address_1": "Відділення №1"}, False),
+        ({"payment_address_1": " "}, True),
+    ],
+)
+def test_empty_address_rule_recognises_a_quick_order(
+    filled: dict[str, str], quick: bool
+) -> None:
+    """empty_address: address line 1 and city of both addresses must be empty."""
+    rule = QuickOrderSettings(empty_methods=True, empty_address=True)
+    empty = {
+        "shipping_method": "",
+        "payment_method": "",
+        "shipping_address_1": "",
+        "shipping_city": "",
+        "payment_address_1": "",
+        "payment_city": "",
+    }
+    order = snapshot(order={**empty, **filled})
+
+    deal = deal_for(order, site(quick_order=rule), deal_settings())
+
+    assert deal["title"].startswith("Швидке замовлення") is quick
 
 
 def test_an_ordinary_order_is_no_quick_order_by_default() -> None:

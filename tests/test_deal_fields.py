@@ -310,6 +310,40 @@ def test_branch_from_a_site_query() -> None:
     assert facts.branch == "Відділення №3"
 
 
+def test_city_from_a_nova_poshta_table_goes_through_the_glossary() -> None:
+    """`city_from = "query:np.city"`: the module's city, then the glossary."""
+    snap = order(extras={"np": [{"order_id": "1", "city": "Одесса"}]})
+    site_changes = {
+        "city_from": "query:np.city",
+        "queries": {"np": "SELECT ... WHERE order_id IN %(order_ids)s"},
+    }
+
+    facts = delivery(snap, site_changes, glossary={"Одесса": "Одеса"})
+    no_row = delivery(order(), site_changes)
+
+    assert facts.city == "Одеса"
+    assert no_row.city == "Київ"
+
+
+def test_city_from_a_custom_field() -> None:
+    """`city_from = "custom_field:1"` takes that field's answer, not shipping_city."""
+    snap = order({"shipping_custom_field": '{"1":"Харків"}'})
+
+    facts = delivery(snap, {"city_from": "custom_field:1"})
+
+    assert facts.city == "Харків"
+
+
+def test_city_from_city_colon_branch_with_another_branch_source() -> None:
+    """The part before the colon is the city even when the branch comes elsewhere."""
+    snap = order({"shipping_city": "Київ : Відділення №1"})
+
+    facts = delivery(snap, {"city_from": "city_colon_branch"})
+
+    assert facts.city == "Київ"
+    assert facts.branch == "вул. Велика Васильківська, 72"
+
+
 def test_query_without_the_column_warns() -> None:
     """A query that returns no such column is reported; no rows is no branch."""
     site_changes = {

@@ -278,6 +278,20 @@ def c11(coupon: str | None = None) -> OrderSnapshot:
     )
 
 
+def c4() -> OrderSnapshot:
+    """C4: base EUR, 10 x 5.0000 in UAH at 28.55 with 0 places."""
+    return order_with_totals(
+        lines=[tshirt(10, price="5.0000", tax="0.0000")],
+        totals=totals(
+            ("sub_total", "Сума", "50.0000"),
+            ("total", "Всього до сплати", "50.0000"),
+        ),
+        rate="28.55000000",
+        config_tax="0",
+        shipping_code="",
+    )
+
+
 def short_by_a_hryvnia() -> OrderSnapshot:
     """3 x 4.99 EUR in UAH: units 226 x 3 = 678, total shown 679."""
     return order_with_totals(
@@ -372,16 +386,19 @@ def test_site_a_9_fixed_coupon_in_euro() -> None:
 
 
 def test_site_b_1_tax_shown_apart_is_a_line() -> None:
-    """site_b #1 (config_tax 0): ПДВ 308,52 is a line; a kopeck over: a -0,01 line."""
+    """site_b #1 (config_tax 0): ПДВ 308,52 is a line; a kopeck over: discount 0,01."""
     settled = settle(site_b_1())
 
     assert extras(settled) == [
         ("shipping", SHIPPING, Decimal("113.43")),
         ("tax", "ПДВ 20%", Decimal("308.52")),
-        ("rounding", "Округлення", Decimal("-0.01")),
     ]
-    assert settled.discount is None
+    assert settled.discount == Decimal("0.01")
     assert settled.total == Decimal("2417.77")
+    assert settled.comment[-1] == (
+        "Округлення: -0,01 грн знижкою в угоді "
+        "(позиції угоди дають 2 417,78 грн, до сплати 2 417,77 грн)"
+    )
 
 
 def test_site_b_3_coupon_without_tax_in_prices() -> None:
@@ -480,15 +497,34 @@ def test_gap_short_of_the_total_in_the_comment() -> None:
     )
 
 
-def test_parts_over_the_total_without_discount_rows_is_a_gap() -> None:
-    """site_a #6: 5 218 x 3 + 5 444 = 21 098 over 21 097, no coupon: a -1 line."""
-    settled = settle(site_a_6())
+@pytest.mark.parametrize("rounding_gap", ["line", "comment"])
+def test_parts_over_the_total_without_discount_rows_is_a_discount(
+    rounding_gap: str,
+) -> None:
+    """site_a #6: 5 218 x 3 + 5 444 = 21 098 over 21 097, no coupon: discount 1."""
+    settled = settle(site_a_6(), deal_settings(rounding_gap=rounding_gap))
 
-    assert extras(settled) == [("rounding", "Округлення", Decimal("-1"))]
-    assert settled.discount is None
+    assert settled.extra_lines == []
+    assert settled.discount == Decimal("1")
+    assert settled.total == Decimal("21097")
+    assert settled.unsettled_gap == 0
     assert "Товар 8: 5 218 грн × 3 = 15 654 грн, на сайті сума рядка 15 653 грн" in (
         settled.comment
     )
+    assert settled.comment[-1] == (
+        "Округлення: -1 грн знижкою в угоді "
+        "(позиції угоди дають 21 098 грн, до сплати 21 097 грн)"
+    )
+
+
+def test_c4_units_over_the_line_shown_are_a_discount() -> None:
+    """C4: 143 x 10 = 1 430 against 1 428 shown: total 1 428, discount 2, no line."""
+    settled = settle(c4())
+
+    assert settled.total == Decimal("1428")
+    assert settled.discount == Decimal("2")
+    assert settled.extra_lines == []
+    assert "Округлення: -2 грн знижкою в угоді" in settled.comment[-1]
 
 
 def test_discount_rows_never_give_a_negative_discount() -> None:
@@ -673,6 +709,7 @@ CASES: dict[str, tuple[Callable[[], OrderSnapshot], dict[str, Any]]] = {
     "site_b_3": (site_b_3, {}),
     "site_b_3_field": (site_b_3, {"deals": field_settings(shipping="field")}),
     "site_b_6": (site_b_6, {}),
+    "c4": (c4, {}),
     "c11": (c11, {}),
     "c11_field": (c11, {"deals": field_settings(shipping="field")}),
     "short": (short_by_a_hryvnia, {}),
@@ -699,5 +736,6 @@ def test_the_deal_adds_up_to_the_total(name: str) -> None:
     parts += settled.shipping_field - (settled.discount or 0)
     assert parts + settled.unsettled_gap == settled.total
     assert settled.discount is None or settled.discount > 0
+    assert all(price > 0 for _, _, price in extras(settled))
     if settled.unsettled_gap:
         assert options["deals"].rounding_gap == "comment"

@@ -180,6 +180,72 @@ async def test_create_keeps_the_prices_and_total_sent(
     assert "products_total_as_total=false" in create_call
 
 
+async def test_corrected_lines_keep_the_prices_sent(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """A PATCH carrying lines sends ignore_price_list: the catalogue's 450 loses."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup, saucer = (job["id"] for job in (await crm.get_deal(deal_id))["jobs"])
+        added = {"amount": 1, "product_attributes": {"sku": "CUP-1", "price": 480}}
+
+        await crm.update_deal(
+            deal_id,
+            {
+                "jobs_attributes": nested_line_changes(
+                    changed={cup: {"product_attributes": {"price": 490}}},
+                    removed=[saucer],
+                    added=[added],
+                )
+            },
+        )
+        await crm.update_deal(deal_id, {"comment": "Оплачено"})
+        deal = await crm.get_deal(deal_id)
+
+    assert [(j["sku"], j["price"]) for j in deal["jobs"]] == [
+        ("CUP-1", 490),
+        ("CUP-1", 480),
+    ]
+    patches = [r for r in sandbox.requests if r.startswith(f"/v1/agreements/{deal_id}")]
+    lines_patch, comment_patch = patches[-3], patches[-2]
+    assert "ignore_price_list=true" in lines_patch
+    assert "products_total_as_total=false" in lines_patch
+    assert "?" not in comment_patch
+
+
+async def test_patch_without_ignore_price_list_gets_catalogue_prices(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """The sandbox prices a PATCH's changed and added lines by its catalogue."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup, saucer = (job["id"] for job in (await crm.get_deal(deal_id))["jobs"])
+    body = json.dumps(
+        {
+            "jobs_attributes": [
+                {"id": cup, "amount": 3},
+                {"id": saucer, "product_attributes": {"sku": "CUP-1", "price": 1}},
+                {"amount": 1, "product_attributes": {"sku": "SAUCER-1", "price": 2}},
+                {"amount": 1, "product_attributes": {"sku": "SPOON-1", "price": 90}},
+            ]
+        }
+    )
+
+    status, _ = await raw_request(sandbox, "PATCH", f"/agreements/{deal_id}", body=body)
+    _, text = await raw_request(sandbox, "GET", f"/agreements/{deal_id}")
+
+    assert status == 200
+    jobs = exact(text)["jobs"]
+    assert [(j["sku"], j["amount"], str(j["price"])) for j in jobs] == [
+        ("CUP-1", 3, "450"),
+        ("CUP-1", 1, "450"),
+        ("SAUCER-1", 1, "250"),
+        ("SPOON-1", 1, "90"),
+    ]
+
+
 async def test_finds_a_deal_by_its_custom_field(open_sandbox: OpenSandbox) -> None:
     """A deal is found by the order number kept in its custom field, and only it."""
     sandbox = await open_sandbox()

@@ -103,6 +103,7 @@ async def test_a_new_log_finds_existing_deals_and_makes_no_second_one(
     """A fresh log over a CRM that has the deals: found by marker, nothing resent."""
     url = await crm.serve()
     deals, client = projection(crm, store, tmp_path, url)
+    # 681 x 2 against 1 361 shown: a discount of 1, read back with its kind.
     case = factories.line(product_id=51, name="Чохол", model="CASE-01")
     first = factories.snapshot(lines=[factories.line(), case])
     await place(store, first)

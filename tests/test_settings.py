@@ -154,6 +154,13 @@ def test_shipping_as_a_field_needs_the_field_named(tmp_path: Path) -> None:
         ('stages = { "new" = 3 }', "stages"),
         ('price_step = "-1"', "price_step"),
         ('branch_from = "query:np.branch"', "branch_from"),
+        ('city_from = "query:np.city"', "city_from"),
+        ('city_from = "shipping_address_1"', "city_from"),
+        ('city_from = "custom_field:x"', "city_from"),
+        (
+            'queries = { np = "SELECT %(order_ids)s" }\ncity_from = "query:np"',
+            "city_from",
+        ),
         ('custom_fields = { "order.telefon" = "field_9" }', "custom_fields"),
         ('custom_fields = { "custom_field.x" = "field_9" }', "custom_fields"),
         ('queries = { np = "SELECT 1" }', "queries.np"),
@@ -167,6 +174,22 @@ def test_a_map_naming_a_missing_field_is_refused(
 
     with pytest.raises(SettingsError, match=rf"sites\[0\]\.{key}"):
         load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+
+@pytest.mark.parametrize(
+    "city_from",
+    ["shipping_city", "city_colon_branch", "custom_field:1", "query:np.city"],
+)
+def test_every_city_source_is_accepted(tmp_path: Path, city_from: str) -> None:
+    """city_from takes the city column, the colon form, a custom field or a query."""
+    query = 'queries = { np = "SELECT order_id, city WHERE order_id IN %(order_ids)s" }'
+    text = MINIMAL.replace(
+        "source_id = 1", f'source_id = 1\n{query}\ncity_from = "{city_from}"'
+    )
+
+    settings = load_settings(write(tmp_path, text), {"TOKEN": "t"})
+
+    assert settings.sites[0].city_from == city_from
 
 
 def test_a_secret_may_come_from_a_file_only_its_owner_reads(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ DEFAULT_BASE_URL: Final = "https://api.keepincrm.com/v1"
 # seen (KeepinCRM's own OpenCart module): both go in the query string of the
 # create call, not in its body. `ignore_price_list` keeps the line prices we
 # send instead of the CRM's price list; `products_total_as_total=false` keeps
-# the total we send instead of the sum of the lines.
+# the total we send instead of the sum of the lines. guess: a PATCH that
+# carries lines is priced by the same rule, so it sends the same query.
 CREATE_DEAL_QUERY: Final[Mapping[str, str]] = {
     "ignore_price_list": "true",
     "products_total_as_total": "false",
@@ -304,8 +305,18 @@ class KeepinCRMClient:
         return [deal async for deal in self._pages("/agreements", params)]
 
     async def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> None:
-        """Change a deal's fields; lines change only by their `id` (see the notes)."""
-        await self._request("PATCH", f"/agreements/{deal_id}", body=fields)
+        """Change a deal's fields; lines change only by their `id` (see the notes).
+
+        A change that carries lines sends the create call's query too: without
+        `ignore_price_list` a corrected line of a catalogue item would get the
+        CRM's price-list price instead of the price the customer saw.
+        """
+        params = (
+            list(CREATE_DEAL_QUERY.items()) if "jobs_attributes" in fields else None
+        )
+        await self._request(
+            "PATCH", f"/agreements/{deal_id}", params=params, body=fields
+        )
 
     async def add_deal_comment(self, deal_id: int, note: str) -> int:
         """Add a comment (HTML accepted) to a deal; return the comment's id.

@@ -5,7 +5,8 @@ Routes (under `/v1`, each behind the `X-Auth-Token` check):
     POST  /agreements          create a deal (checked by `sandbox_rules`), 201 {id, ...}
     GET   /agreements          paged, `q[title_eq]`, `q[custom_fields_jcont][<name>]`
     GET   /agreements/{id}     the read shape of the API notes
-    PATCH /agreements/{id}     fields, and lines Rails-style (*schema* grade)
+    PATCH /agreements/{id}     fields, and lines Rails-style (*schema* grade);
+                               `ignore_price_list` prices its lines as on create
     POST  /agreements/{id}/comments   `{"note"}`, 201 {id, note, created_at}
     GET   /materials           paged, `q[sku_eq]`; seeded from a catalogue file
     GET   /clients             paged, `q[trigram_idx_cont]` (a phone, or part of one)
@@ -265,6 +266,10 @@ async def _change_deal(request: web.Request) -> web.StreamResponse:
     except InvalidRequest as refusal:
         return _refused(refusal)
 
+    # The price list rules the lines a PATCH sends just as it rules a create's.
+    if request.query.get("ignore_price_list") != "true":
+        changes = _changes_price_listed(store, deal_id, changes)
+
     try:
         store.change_deal(
             deal_id, changes, create_materials=settings.unknown_article == "create"
@@ -341,6 +346,30 @@ def _price_listed(store: SandboxStore, line: LineDraft) -> LineDraft:
     if material is None:
         return line
     return replace(line, price=Decimal(material["price"]))
+
+
+def _changes_price_listed(
+    store: SandboxStore, deal_id: int, changes: DealChanges
+) -> DealChanges:
+    """A PATCH without `ignore_price_list=true`: catalogue prices win on its lines.
+
+    Sandbox choice: a changed line is priced by the article it has after the
+    change (the one sent, else its own), whichever of its columns was sent.
+    """
+    skus = {row["id"]: row["sku"] for row in store.deal_lines(deal_id)}
+    edits = []
+    for edit in changes.line_edits:
+        sku = edit.values["sku"] if "sku" in edit.values else skus.get(edit.line_id)
+        material = store.material_by_sku(sku) if sku else None
+        if material is not None:
+            values = {**edit.values, "price": Decimal(material["price"])}
+            edit = replace(edit, values=values)
+        edits.append(edit)
+    return replace(
+        changes,
+        new_lines=[_price_listed(store, line) for line in changes.new_lines],
+        line_edits=edits,
+    )
 
 
 def _with_total(draft: DealDraft, products_total_as_total: str | None) -> DealDraft:
