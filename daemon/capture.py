@@ -19,6 +19,12 @@ never changes afterwards.
 The cursor is the checkpoint `capture:<site>`, written in the same append as the
 events of its batch, so a crash repeats at most one batch, whose hashes are then
 found unchanged (and whose quick orders are found placed already).
+
+An order that cannot be read as OpenCart data (a NULL quantity, a broken
+currency row) is not left to be read again at every poll: `OrderUnreadable`
+goes to its stream, once per distinct field and reason, and `ocsync status`
+lists it. Capture reads it again when the shop changes it, or at the first poll
+after `ocsync retry` appended to its stream.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ from daemon.shop import ShopReader
 from events.errors import VersionConflict
 from events.snapshot import OrderSnapshot, content_hash
 from events.store import EventStore, RecordedEvent, StreamAppend
-from events.types import Event, OrderChanged, OrderPlaced, order_stream
+from events.types import (
+    Event,
+    OrderChanged,
+    OrderPlaced,
+    OrderUnreadable,
+    order_stream,
+)
 
 _SHOP_CLOCK = "%Y-%m-%d %H:%M:%S"
 
@@ -49,6 +61,7 @@ class CaptureResult(msgspec.Struct, frozen=True, kw_only=True):
     changed: int = 0
     unchanged: int = 0
     deferred: int = 0
+    unreadable: int = 0
     more: bool = False
 
 
@@ -59,8 +72,10 @@ class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
     modified: str | None = None
     # Every history row up to this id has been read.
     history_id: int = 0
-    # Orders caught mid-edit (or unreadable), read again by the next poll.
+    # Orders caught mid-edit, read again by the next poll.
     deferred: tuple[int, ...] = ()
+    # Orders recorded unreadable: read again once a retry is asked for.
+    unreadable: tuple[int, ...] = ()
     # The last quick_order_id read from a quick-order module's own table.
     quick_after_id: int = 0
     # Quick orders that could not be read, tried again by the next poll.
@@ -68,17 +83,28 @@ class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Known(msgspec.Struct, frozen=True):
-    """A stream's version and the content hash of its last snapshot event."""
+    """A stream's version and the content hash of its last snapshot event.
+
+    `position` is the stream's last event's (None for an empty stream);
+    `unreadable` the field and reason when that event is `OrderUnreadable`.
+    """
 
     version: int
     content_hash: str | None
+    position: int | None = None
+    unreadable: tuple[str, str] | None = None
 
 
 class _Poll:
     """A poll in progress, from which each batch's checkpoint comes."""
 
     def __init__(
-        self, start: CaptureCursor, ceiling: int, overlap: int, quick: bool
+        self,
+        start: CaptureCursor,
+        ceiling: int,
+        overlap: int,
+        quick: bool,
+        retried: set[int],
     ) -> None:
         self.start = start
         self.since = _earlier(start.modified, overlap)
@@ -87,8 +113,9 @@ class _Poll:
         self.ceiling = ceiling
         self.modified = start.modified
         self.history_id = start.history_id
-        self.retry = sorted(start.deferred)
+        self.retry = sorted(retried.union(start.deferred))
         self.deferred: set[int] = set()
+        self.unreadable = set(start.unreadable).difference(retried)
         self.read: set[int] = set()
         self.page_after: tuple[str, int] | None = None
         self.orders_done = False
@@ -109,6 +136,7 @@ class _Poll:
             modified=self.modified,
             history_id=self.history_id,
             deferred=deferred,
+            unreadable=tuple(sorted(self.unreadable)),
             quick_after_id=self.quick_after_id,
             quick_deferred=quick_deferred,
         )
@@ -159,9 +187,10 @@ class SiteCapture:
     async def _next_batch(self) -> CaptureResult:
         if self._poll is None:
             start = await self._load_cursor()
+            retried = await self._retries_asked(start.unreadable)
             ceiling = await self._reader.latest_history_id()
             overlap = self._settings.overlap_seconds
-            self._poll = _Poll(start, ceiling, overlap, self._quick.configured)
+            self._poll = _Poll(start, ceiling, overlap, self._quick.configured, retried)
         poll = self._poll
 
         if not poll.orders_done:
@@ -172,6 +201,17 @@ class SiteCapture:
             self._poll = None
         self._log.info("capture batch", **msgspec.structs.asdict(result))
         return result
+
+    async def _retries_asked(self, unreadable: Sequence[int]) -> set[int]:
+        """The unreadable orders whose stream has had a retry appended since."""
+        retried = set()
+        for order_id in unreadable:
+            stream = order_stream(self._site, order_id)
+            # Read anew: `ocsync retry` appends from another process.
+            self._known.pop(stream, None)
+            if (await self._last_snapshot(stream)).unreadable is None:
+                retried.add(order_id)
+        return retried
 
     async def _capture_orders(self, poll: _Poll) -> CaptureResult:
         size = self._settings.batch_size
@@ -219,23 +259,31 @@ class SiteCapture:
     async def _capture(self, order_ids: Sequence[int], poll: _Poll) -> CaptureResult:
         """Read one batch, append its events with the checkpoint, count."""
         deferred_before = len(poll.deferred)
-        snapshots = await self._read(order_ids, poll)
+        snapshots, unreadable = await self._read(order_ids)
         poll.read.update(order_ids)
         for order_id in order_ids:
-            if order_id not in snapshots and order_id not in poll.deferred:
+            if order_id in unreadable:
+                poll.unreadable.add(order_id)
+                continue
+            poll.unreadable.discard(order_id)
+            if order_id not in snapshots:
                 # Deleted in the shop since it was listed (or since deferred).
                 self._log.info("order gone from the shop", order_id=order_id)
 
         recorded, unchanged = await self._commit(
-            lambda: self._plan(snapshots, poll), poll
+            lambda: self._plan(snapshots, unreadable, poll), poll
         )
         placed = sum(isinstance(event.event, OrderPlaced) for event in recorded)
+        snapshot_events = sum(
+            isinstance(event.event, OrderPlaced | OrderChanged) for event in recorded
+        )
         return CaptureResult(
             seen=len(order_ids),
             placed=placed,
-            changed=len(recorded) - placed,
+            changed=snapshot_events - placed,
             unchanged=unchanged,
             deferred=len(poll.deferred) - deferred_before,
+            unreadable=len(unreadable),
             more=not poll.done,
         )
 
@@ -310,8 +358,26 @@ class SiteCapture:
         self._cursor = cursor
 
         for event in recorded:
+            if isinstance(event.event, OrderUnreadable):
+                unread = event.event
+                before = self._known.get(event.stream)
+                self._known[event.stream] = _Known(
+                    event.version,
+                    before.content_hash if before else None,
+                    event.position,
+                    (unread.field, unread.reason),
+                )
+                self._log.error(
+                    "order unreadable",
+                    order_id=unread.order_id,
+                    stream=event.stream,
+                    position=event.position,
+                    field=unread.field,
+                    reason=unread.reason,
+                )
+                continue
             snapshot, digest = _snapshot_of(event.event)
-            self._known[event.stream] = _Known(event.version, digest)
+            self._known[event.stream] = _Known(event.version, digest, event.position)
             self._log.info(
                 "order captured",
                 order_id=snapshot.order_id,
@@ -323,43 +389,60 @@ class SiteCapture:
         return recorded, unchanged
 
     async def _read(
-        self, order_ids: Sequence[int], poll: _Poll
-    ) -> dict[int, OrderSnapshot]:
+        self, order_ids: Sequence[int]
+    ) -> tuple[dict[int, OrderSnapshot], dict[int, tuple[str, str]]]:
+        """The batch's snapshots, and (field, reason) of each unreadable order."""
         if not order_ids:
-            return {}
+            return {}, {}
         try:
-            return await self._reader.read_snapshots(order_ids)
+            return await self._reader.read_snapshots(order_ids), {}
         except ShopDataError:
             # One order's bad row must not hold back the rest of the batch.
-            return await self._read_one_by_one(order_ids, poll)
+            return await self._read_one_by_one(order_ids)
 
     async def _read_one_by_one(
-        self, order_ids: Sequence[int], poll: _Poll
-    ) -> dict[int, OrderSnapshot]:
+        self, order_ids: Sequence[int]
+    ) -> tuple[dict[int, OrderSnapshot], dict[int, tuple[str, str]]]:
         snapshots: dict[int, OrderSnapshot] = {}
+        unreadable: dict[int, tuple[str, str]] = {}
         for order_id in order_ids:
             try:
                 snapshots.update(await self._reader.read_snapshots([order_id]))
             except ShopDataError as exc:
-                # Left for the next poll: someone may fix the row meanwhile.
-                self._log.error(
-                    "order unreadable",
-                    order_id=order_id,
-                    field=exc.field,
-                    error=str(exc),
-                )
-                poll.deferred.add(order_id)
-        return snapshots
+                unreadable[order_id] = (exc.field, str(exc))
+        return snapshots, unreadable
 
     async def _plan(
-        self, snapshots: dict[int, OrderSnapshot], poll: _Poll
+        self,
+        snapshots: dict[int, OrderSnapshot],
+        unreadable: dict[int, tuple[str, str]],
+        poll: _Poll,
     ) -> tuple[list[StreamAppend], int]:
         """The appends a batch calls for, and how many orders are unchanged.
 
-        Orders caught mid-edit join the poll's deferred ones.
+        Orders caught mid-edit join the poll's deferred ones; an unreadable
+        order gets `OrderUnreadable` unless its stream ends with the same one.
         """
         appends: list[StreamAppend] = []
         unchanged = 0
+        for order_id, (field, reason) in sorted(unreadable.items()):
+            stream = order_stream(self._site, order_id)
+            known = await self._last_snapshot(stream)
+            if known.unreadable == (field, reason):
+                self._log.info(
+                    "order still unreadable",
+                    order_id=order_id,
+                    stream=stream,
+                    position=known.position,
+                    field=field,
+                    reason=reason,
+                )
+                continue
+            unread = OrderUnreadable(
+                marker=stream, order_id=order_id, field=field, reason=reason
+            )
+            appends.append(StreamAppend(stream, known.version, [unread]))
+
         for order_id, snapshot in sorted(snapshots.items()):
             stream = order_stream(self._site, order_id)
             known = await self._last_snapshot(stream)
@@ -383,7 +466,9 @@ class SiteCapture:
             event: Event
             if not confirmed:
                 event = OrderPlaced(snapshot=snapshot, content_hash=digest)
-            elif digest != known.content_hash:
+            elif digest != known.content_hash or known.unreadable is not None:
+                # After an unreadable spell even the old content is news: the
+                # stream must end with a snapshot again.
                 event = OrderChanged(snapshot=snapshot, content_hash=digest)
             else:
                 unchanged += 1
@@ -401,8 +486,16 @@ class SiteCapture:
                 for recorded in events
                 if isinstance(recorded.event, OrderPlaced | OrderChanged)
             ]
-            version = events[-1].version if events else 0
-            known = _Known(version, digests[-1] if digests else None)
+            last = events[-1] if events else None
+            unreadable = None
+            if last is not None and isinstance(last.event, OrderUnreadable):
+                unreadable = (last.event.field, last.event.reason)
+            known = _Known(
+                last.version if last else 0,
+                digests[-1] if digests else None,
+                last.position if last else None,
+                unreadable,
+            )
             self._known[stream] = known
         return known
 

@@ -16,6 +16,7 @@ from events.types import (
     DealUpdateFailed,
     OrderChanged,
     OrderPlaced,
+    OrderUnreadable,
     RetryRequested,
 )
 
@@ -36,6 +37,9 @@ class OrderState:
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
     update_failure: DealUpdateFailed | None = None
+    # Capture's last word on the order when it could not read it (no snapshot
+    # since, no retry asked for since).
+    unreadable: OrderUnreadable | None = None
 
     @property
     def parked(self) -> bool:
@@ -56,6 +60,9 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case OrderPlaced(snapshot=snapshot) | OrderChanged(snapshot=snapshot):
                 state.snapshot = snapshot
                 state.snapshot_position = record.position
+                state.unreadable = None
+            case OrderUnreadable() as unreadable:
+                state.unreadable = unreadable
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal
                 state.sent_status = status
@@ -87,4 +94,5 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case RetryRequested():
                 state.failure = None
                 state.update_failure = None
+                state.unreadable = None
     return state
