@@ -171,6 +171,11 @@ class SiteCapture:
         # costs neither a stream read nor an append.
         self._known: dict[str, _Known] = {}
 
+    @property
+    def deferred(self) -> tuple[int, ...]:
+        """Orders the last poll found mid-edit, to be read again."""
+        return self._cursor.deferred if self._cursor is not None else ()
+
     async def poll_once(self) -> CaptureResult:
         """Capture one batch of what changed since the checkpoint.
 

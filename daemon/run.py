@@ -18,7 +18,7 @@ from daemon.capture import SiteCapture
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
 from daemon.shop import ShopReader, open_shop_pool
-from events import EventLogError, EventStore, open_event_store
+from events import EventLogError, EventStore, open_event_store, order_stream
 from projections.catalogue import CatalogueProjection
 from projections.deals import CrmUnavailable, DealProjection
 from projections.keepincrm.client import KeepinCRMClient
@@ -35,28 +35,38 @@ class RunOutcome:
     """What one pass achieved.
 
     `ok` when every shop and the CRM answered and no order is left waiting for
-    another try (a create or correction that failed for a passing reason).
+    another try (a create or correction that failed for a passing reason) or
+    still caught mid-edit in its shop (`mid_edit`, streams never sent).
     """
 
     unreachable_sites: list[str] = field(default_factory=list)
     crm_error: str | None = None
     waiting: list[str] = field(default_factory=list)
+    mid_edit: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (
-            not self.unreachable_sites and self.crm_error is None and not self.waiting
+            not self.unreachable_sites
+            and self.crm_error is None
+            and not self.waiting
+            and not self.mid_edit
         )
 
 
 async def run_once(settings: Settings) -> RunOutcome:
-    """Capture all that is pending on every site, then project it once."""
+    """Capture all that is pending on every site, then project it once.
+
+    An order still caught mid-edit after `capture.mid_edit_seconds` is named
+    in a warning and in `mid_edit`: it was neither sent nor parked.
+    """
     outcome = RunOutcome()
     store = await open_event_store(settings.event_log.url, settings.base_dir)
     try:
         for site in settings.sites:
             try:
-                await _capture_all(settings, site, store)
+                held_back = await _capture_all(settings, site, store)
+                outcome.mid_edit.extend(order_stream(site.name, i) for i in held_back)
             except ShopUnavailable as exc:
                 log.error("shop unavailable", site=site.name, reason=exc.reason)
                 outcome.unreachable_sites.append(site.name)
@@ -78,6 +88,7 @@ async def run_once(settings: Settings) -> RunOutcome:
         unreachable_sites=outcome.unreachable_sites,
         crm_error=outcome.crm_error,
         waiting=outcome.waiting,
+        mid_edit=outcome.mid_edit,
     )
     return outcome
 
@@ -129,15 +140,36 @@ def _crm_client(settings: Settings) -> KeepinCRMClient:
 
 async def _capture_all(
     settings: Settings, site: SiteSettings, store: EventStore
-) -> None:
+) -> list[int]:
+    """Capture all that is pending; answers the orders still caught mid-edit.
+
+    An order caught mid-edit is waited for once (`capture.mid_edit_seconds`)
+    and read again: a one-off run must not end while its edit is finishing.
+    """
     pool = await open_shop_pool(settings.databases[site.name], site.name)
     try:
         capture = SiteCapture(
             site, ShopReader(pool, site), store, settings.capture, log
         )
         await _capture_pending(capture)
+        if capture.deferred:
+            await asyncio.sleep(settings.capture.mid_edit_seconds)
+            await _capture_pending(capture)
     finally:
         await _close_pool(pool)
+
+    for order_id in capture.deferred:
+        stream = order_stream(site.name, order_id)
+        events = await store.read_stream(stream)
+        log.warning(
+            "order still mid-edit, not sent",
+            site=site.name,
+            order_id=order_id,
+            stream=stream,
+            position=events[-1].position if events else None,
+            waited=settings.capture.mid_edit_seconds,
+        )
+    return list(capture.deferred)
 
 
 async def _capture_pending(capture: SiteCapture) -> None:
