@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -273,7 +274,8 @@ class SiteCapture:
             poll.unreadable.discard(order_id)
             if order_id not in snapshots:
                 # Deleted in the shop since it was listed (or since deferred).
-                self._log.info("order gone from the shop", order_id=order_id)
+                about = await self._about(order_id)
+                self._log.info("order gone from the shop", **about)
 
         recorded, unchanged = await self._commit(
             lambda: self._plan(snapshots, unreadable, poll), poll
@@ -306,12 +308,12 @@ class SiteCapture:
         poll.quick_done = not batch.more
         for quick_order_id in retry:
             if quick_order_id not in batch.snapshots | batch.unreadable:
-                self._log.info("quick order gone", quick_order_id=quick_order_id)
+                about = await self._about(quick_order_id, "quick_order")
+                self._log.info("quick order gone", **about)
         for quick_order_id, reason in sorted(batch.unreadable.items()):
             # Left for the next poll: someone may fix the rows meanwhile.
-            self._log.error(
-                "quick order unreadable", quick_order_id=quick_order_id, error=reason
-            )
+            about = await self._about(quick_order_id, "quick_order")
+            self._log.error("quick order unreadable", **about, error=reason)
             poll.quick_deferred.add(quick_order_id)
 
         async def plan() -> tuple[list[StreamAppend], int]:
@@ -434,13 +436,9 @@ class SiteCapture:
             stream = order_stream(self._site, order_id)
             known = await self._last_snapshot(stream)
             if known.unreadable == (field, reason):
+                about = await self._about(order_id)
                 self._log.info(
-                    "order still unreadable",
-                    order_id=order_id,
-                    stream=stream,
-                    position=known.position,
-                    field=field,
-                    reason=reason,
+                    "order still unreadable", **about, field=field, reason=reason
                 )
                 continue
             unread = OrderUnreadable(
@@ -461,9 +459,8 @@ class SiteCapture:
                 # OpenCart 3.0 edits an order by setting status 0, deleting and
                 # re-inserting its lines, then restoring the status.
                 reason = "back at status 0" if snapshot.status_id == 0 else "no lines"
-                self._log.info(
-                    "order deferred mid-edit", order_id=order_id, reason=reason
-                )
+                about = await self._about(order_id)
+                self._log.info("order deferred mid-edit", **about, reason=reason)
                 poll.deferred.add(order_id)
                 continue
 
@@ -481,6 +478,22 @@ class SiteCapture:
             appends.append(StreamAppend(stream, known.version, [event]))
 
         return appends, unchanged
+
+    async def _about(self, order_id: int, kind: str = "order") -> dict[str, Any]:
+        """What a log line about an order names besides the site.
+
+        `position` is the last event of the order's stream: None for an order
+        the log has not recorded yet.
+        """
+        stream = order_stream(self._site, order_id, kind)
+        about = {
+            "order_id": order_id,
+            "stream": stream,
+            "position": (await self._last_snapshot(stream)).position,
+        }
+        if kind != "order":
+            about["kind"] = kind
+        return about
 
     async def _last_snapshot(self, stream: str) -> _Known:
         known = self._known.get(stream)
