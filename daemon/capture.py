@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from daemon.errors import ShopDataError
+from daemon.errors import ShopDataError, ShopUnavailable
 from daemon.quick_orders import QuickOrderReader
 from daemon.settings import CaptureSettings, SiteSettings, parse_sync_from
 from daemon.shop import ShopReader
@@ -403,8 +403,11 @@ class SiteCapture:
             return {}, {}
         try:
             return await self._reader.read_snapshots(order_ids), {}
-        except ShopDataError:
-            # One order's bad row must not hold back the rest of the batch.
+        except ShopUnavailable:
+            raise
+        except Exception:
+            # One order's bad row (or one our code cannot cope with) must not
+            # hold back the rest of the batch.
             return await self._read_one_by_one(order_ids)
 
     async def _read_one_by_one(
@@ -417,6 +420,15 @@ class SiteCapture:
                 snapshots.update(await self._reader.read_snapshots([order_id]))
             except ShopDataError as exc:
                 unreadable[order_id] = (exc.field, str(exc))
+            except ShopUnavailable:
+                raise
+            except Exception as exc:
+                # A bug met by this order alone: recorded like a bad row, so
+                # that a restart does not stop at it again.
+                about = await self._about(order_id)
+                self._log.exception("order read failed with an internal error", **about)
+                where = f"site {self._site} order {order_id}"
+                unreadable[order_id] = ("", f"{where}: internal error: {exc!r}")
         return snapshots, unreadable
 
     async def _plan(

@@ -209,6 +209,12 @@ async def _watch(
             bound.warning("capture failed", reason=str(exc), retry_in=backoff)
             await _sleep_unless(stop, backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
+        except Exception:
+            # A bug must not end every site's watcher: this one backs off and
+            # tries again, the others go on.
+            bound.exception("capture failed unexpectedly", retry_in=backoff)
+            await _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
 
 
 async def _project_loop(
@@ -229,6 +235,13 @@ async def _project_loop(
             backoff = settings.capture.poll_interval
         except (CrmUnavailable, KeepinCRMError) as exc:
             log.warning("crm unavailable", error=str(exc), retry_in=backoff)
+            await _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+            continue
+        except Exception:
+            # Each order's own errors park that order (see DealProjection);
+            # this is a bug outside any one order: back off, keep serving.
+            log.exception("projection failed unexpectedly", retry_in=backoff)
             await _sleep_unless(stop, backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
             continue

@@ -34,8 +34,9 @@ class OrderChanged(_Event, frozen=True, kw_only=True):
 class OrderUnreadable(_Event, frozen=True, kw_only=True):
     """Capture could not read the order as OpenCart data; it waits for a fix.
 
-    Appended once per distinct field and reason. `ocsync retry` has capture
-    read it again; once it reads cleanly a snapshot event follows as usual.
+    Appended once per distinct field and reason (`field` is empty for an
+    error of ocsync's own, not of a column). `ocsync retry` has capture read it
+    again; once it reads cleanly a snapshot event follows as usual.
     """
 
     marker: str

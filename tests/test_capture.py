@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from events import (
     RecordedEvent,
     StreamAppend,
 )
+from events.snapshot import OrderSnapshot
 from projections.parked import request_retry
 from tests.conftest import CASE, TSHIRT, OpenCartShop
 
@@ -365,6 +367,38 @@ async def test_unreadable_order_does_not_hold_back_the_batch(
     assert (third.placed, third.unreadable) == (1, 0)
     assert (await cursor_of(store)).unreadable == ()
     assert isinstance((await store.read_stream("site_a:2"))[-1].event, OrderPlaced)
+
+
+async def test_an_unexpected_error_reading_one_order_records_it_unreadable(
+    shop: OpenCartShop,
+    reader: ShopReader,
+    store: EventStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug met reading order 2: logged with its traceback, recorded; others go on."""
+    read = ShopReader.read_snapshots
+
+    async def fails_for_order_2(
+        self: ShopReader, order_ids: Sequence[int]
+    ) -> dict[int, OrderSnapshot]:
+        if 2 in order_ids:
+            raise KeyError("a bug in the reader")
+        return await read(self, order_ids)
+
+    monkeypatch.setattr(ShopReader, "read_snapshots", fails_for_order_2)
+    for order_id in (1, 2, 3):
+        await shop.add_order(order_id)
+
+    with capture_logs() as logs:
+        result = await poll(make_capture(shop, reader, store))
+
+    assert (result.placed, result.unreadable) == (2, 1)
+    [recorded] = await store.read_stream("site_a:2")
+    assert isinstance(recorded.event, OrderUnreadable)
+    assert recorded.event.reason.startswith("site site_a order 2: internal error:")
+    failed = "order read failed with an internal error"
+    [line] = [line for line in logs if line["event"] == failed]
+    assert (line["order_id"], line["exc_info"]) == (2, True)
 
 
 async def test_unreadable_order_is_recorded_once_per_reason(
