@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import aiomysql
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 
 from daemon.capture import SiteCapture
 from daemon.errors import ShopUnavailable
@@ -28,6 +29,30 @@ log = structlog.get_logger("ocsync.run")
 
 # How long a failing shop or CRM is left alone before the next try, at most.
 _MAX_BACKOFF = 300.0
+
+
+class _Backoff:
+    """The waits between tries at a failing shop or CRM, reset by a success.
+
+    Exponential from the poll interval up to `_MAX_BACKOFF`, with jitter, so
+    that watchers which failed together do not all try again together.
+    """
+
+    def __init__(self, initial: float) -> None:
+        self._wait = wait_exponential_jitter(
+            multiplier=initial, max=_MAX_BACKOFF, jitter=initial
+        )
+        self._failures = 0
+
+    def next(self) -> float:
+        """The wait after one more failure in a row."""
+        self._failures += 1
+        state = RetryCallState(AsyncRetrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = self._failures
+        return float(self._wait(state))
+
+    def reset(self) -> None:
+        self._failures = 0
 
 
 @dataclass
@@ -148,9 +173,8 @@ async def _capture_all(
     """
     pool = await open_shop_pool(settings.databases[site.name], site.name)
     try:
-        capture = SiteCapture(
-            site, ShopReader(pool, site), store, settings.capture, log
-        )
+        reader = ShopReader(pool, site, query_timeout=settings.capture.query_timeout)
+        capture = SiteCapture(site, reader, store, settings.capture, log)
         await _capture_pending(capture)
         if capture.deferred:
             await asyncio.sleep(settings.capture.mid_edit_seconds)
@@ -172,9 +196,17 @@ async def _capture_all(
     return list(capture.deferred)
 
 
-async def _capture_pending(capture: SiteCapture) -> None:
+async def _capture_pending(
+    capture: SiteCapture, stop: asyncio.Event | None = None
+) -> None:
+    """Poll batch after batch until none is left, or until asked to stop.
+
+    Each batch commits with its checkpoint: a poll stopped between two
+    batches goes on from there next time.
+    """
     while (await capture.poll_once()).more:
-        pass
+        if stop is not None and stop.is_set():
+            return
 
 
 async def _watch(
@@ -190,31 +222,32 @@ async def _watch(
     the shop answers; a failure closes them and a later try opens them anew.
     """
     interval = settings.capture.poll_interval
-    backoff = interval
+    backoff = _Backoff(interval)
     bound = log.bind(site=site.name)
+    timeout = settings.capture.query_timeout
     while not stop.is_set():
         try:
             pool = await open_shop_pool(settings.databases[site.name], site.name)
             try:
-                reader = ShopReader(pool, site)
+                reader = ShopReader(pool, site, query_timeout=timeout)
                 capture = SiteCapture(site, reader, store, settings.capture, log)
                 while not stop.is_set():
-                    await _capture_pending(capture)
+                    await _capture_pending(capture, stop)
                     captured.set()
-                    backoff = interval
+                    backoff.reset()
                     await _sleep_unless(stop, interval)
             finally:
                 await _close_pool(pool)
         except (ShopUnavailable, EventLogError) as exc:
-            bound.warning("capture failed", reason=str(exc), retry_in=backoff)
-            await _sleep_unless(stop, backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            wait = backoff.next()
+            bound.warning("capture failed", reason=str(exc), retry_in=wait)
+            await _sleep_unless(stop, wait)
         except Exception:
             # A bug must not end every site's watcher: this one backs off and
             # tries again, the others go on.
-            bound.exception("capture failed unexpectedly", retry_in=backoff)
-            await _sleep_unless(stop, backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            wait = backoff.next()
+            bound.exception("capture failed unexpectedly", retry_in=wait)
+            await _sleep_unless(stop, wait)
 
 
 async def _project_loop(
@@ -226,24 +259,24 @@ async def _project_loop(
 ) -> None:
     deals = DealProjection(store, crm, settings)
     catalogue = CatalogueProjection(store, crm, settings)
-    backoff = settings.capture.poll_interval
+    backoff = _Backoff(settings.capture.poll_interval)
     while not stop.is_set():
         try:
             await deals.run_once(stop)
             if not stop.is_set():
                 await catalogue.run_once()
-            backoff = settings.capture.poll_interval
+            backoff.reset()
         except (CrmUnavailable, KeepinCRMError) as exc:
-            log.warning("crm unavailable", error=str(exc), retry_in=backoff)
-            await _sleep_unless(stop, backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            wait = backoff.next()
+            log.warning("crm unavailable", error=str(exc), retry_in=wait)
+            await _sleep_unless(stop, wait)
             continue
         except Exception:
             # Each order's own errors park that order (see DealProjection);
             # this is a bug outside any one order: back off, keep serving.
-            log.exception("projection failed unexpectedly", retry_in=backoff)
-            await _sleep_unless(stop, backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            wait = backoff.next()
+            log.exception("projection failed unexpectedly", retry_in=wait)
+            await _sleep_unless(stop, wait)
             continue
         captured.clear()
         with contextlib.suppress(TimeoutError):

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from daemon import run
 from daemon.capture import CaptureResult, SiteCapture
+from daemon.errors import ShopUnavailable
 from daemon.settings import (
     CaptureSettings,
     CrmSettings,
     EventLogSettings,
     Settings,
 )
+from daemon.shop import ShopReader, open_shop_pool
 from events import DealCreated, EventStore
 from projections.deals import DealProjection, DealsResult
 from tests import factories
@@ -25,6 +28,7 @@ from tests.projection_support import Crm, place, settings_for
 
 # A bound on waiting for the loop, not a timing under test.
 _PATIENCE_SECONDS = 30
+log = structlog.get_logger()
 
 
 async def test_a_watcher_goes_on_after_an_unexpected_error(
@@ -123,3 +127,72 @@ async def test_the_projection_loop_goes_on_after_an_unexpected_error(
         line for line in logs if line["event"] == "projection failed unexpectedly"
     ]
     assert [line["exc_info"] for line in failed] == [True]
+
+
+async def test_capture_stops_between_batches_when_asked(
+    shop: OpenCartShop, store: EventStore
+) -> None:
+    """Asked to stop after the first batch of three, capture takes no second."""
+    site = shop.site()
+    for order_id in (1, 2, 3):
+        await shop.add_order(order_id)
+    pool = await open_shop_pool(shop.url, site.name)
+    stop = asyncio.Event()
+    settings = CaptureSettings(batch_size=1)
+    capture = SiteCapture(site, ShopReader(pool, site), store, settings, log)
+    poll_once = capture.poll_once
+
+    async def then_stop() -> CaptureResult:
+        result = await poll_once()
+        stop.set()
+        return result
+
+    capture.poll_once = then_stop  # type: ignore[method-assign]
+    try:
+        await run._capture_pending(capture, stop)
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+    captured = [await store.read_stream(f"site_a:{i}") for i in (1, 2, 3)]
+    assert [len(events) for events in captured] == [1, 0, 0]
+
+
+async def test_a_shop_that_does_not_answer_is_reported_unavailable(
+    shop: OpenCartShop, store: EventStore
+) -> None:
+    """A query blocked by a table lock ends at query_timeout as ShopUnavailable."""
+    site = shop.site()
+    await shop.add_order(1)
+    pool = await open_shop_pool(shop.url, site.name)
+    reader = ShopReader(pool, site, query_timeout=0.5)
+    capture = SiteCapture(site, reader, store, CaptureSettings(), log)
+    await shop.execute("LOCK TABLES `oc_order` WRITE")
+    try:
+        with pytest.raises(ShopUnavailable, match=r"no answer within 0\.5 s"):
+            async with asyncio.timeout(_PATIENCE_SECONDS):
+                await capture.poll_once()
+    finally:
+        await shop.execute("UNLOCK TABLES")
+
+    try:
+        # The same pool serves again once the shop answers.
+        assert (await capture.poll_once()).placed == 1
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def test_backoff_grows_with_jitter_up_to_its_bound_and_resets() -> None:
+    """Waits double from the poll interval, jittered, capped; a success resets."""
+    backoff = run._Backoff(2.0)
+    waits = [backoff.next() for _ in range(12)]
+
+    for failures, wait in enumerate(waits[:6], start=1):
+        low = 2.0 * 2 ** (failures - 1)
+        assert low <= wait <= low + 2.0, (failures, wait)
+    assert all(wait == run._MAX_BACKOFF for wait in waits[-3:])
+    # Two watchers failing together do not wait the same.
+    assert len({run._Backoff(2.0).next() for _ in range(20)}) > 1
+    backoff.reset()
+    assert 2.0 <= backoff.next() <= 4.0
