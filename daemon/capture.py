@@ -19,24 +19,37 @@ never changes afterwards.
 The cursor is the checkpoint `capture:<site>`, written in the same append as the
 events of its batch, so a crash repeats at most one batch, whose hashes are then
 found unchanged (and whose quick orders are found placed already).
+
+An order that cannot be read as OpenCart data (a NULL quantity, a broken
+currency row) is not left to be read again at every poll: `OrderUnreadable`
+goes to its stream, once per distinct field and reason, and `ocsync status`
+lists it. Capture reads it again when the shop changes it, or at the first poll
+after `ocsync retry` appended to its stream.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 import structlog
 
-from daemon.errors import ShopDataError
+from daemon.errors import ShopDataError, ShopUnavailable
 from daemon.quick_orders import QuickOrderReader
 from daemon.settings import CaptureSettings, SiteSettings, parse_sync_from
 from daemon.shop import ShopReader
 from events.errors import VersionConflict
 from events.snapshot import OrderSnapshot, content_hash
 from events.store import EventStore, RecordedEvent, StreamAppend
-from events.types import Event, OrderChanged, OrderPlaced, order_stream
+from events.types import (
+    Event,
+    OrderChanged,
+    OrderPlaced,
+    OrderUnreadable,
+    order_stream,
+)
 
 _SHOP_CLOCK = "%Y-%m-%d %H:%M:%S"
 
@@ -49,6 +62,7 @@ class CaptureResult(msgspec.Struct, frozen=True, kw_only=True):
     changed: int = 0
     unchanged: int = 0
     deferred: int = 0
+    unreadable: int = 0
     more: bool = False
 
 
@@ -59,8 +73,10 @@ class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
     modified: str | None = None
     # Every history row up to this id has been read.
     history_id: int = 0
-    # Orders caught mid-edit (or unreadable), read again by the next poll.
+    # Orders caught mid-edit, read again by the next poll.
     deferred: tuple[int, ...] = ()
+    # Orders recorded unreadable: read again once a retry is asked for.
+    unreadable: tuple[int, ...] = ()
     # The last quick_order_id read from a quick-order module's own table.
     quick_after_id: int = 0
     # Quick orders that could not be read, tried again by the next poll.
@@ -68,17 +84,28 @@ class CaptureCursor(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Known(msgspec.Struct, frozen=True):
-    """A stream's version and the content hash of its last snapshot event."""
+    """A stream's version and the content hash of its last snapshot event.
+
+    `position` is the stream's last event's (None for an empty stream);
+    `unreadable` the field and reason when that event is `OrderUnreadable`.
+    """
 
     version: int
     content_hash: str | None
+    position: int | None = None
+    unreadable: tuple[str, str] | None = None
 
 
 class _Poll:
     """A poll in progress, from which each batch's checkpoint comes."""
 
     def __init__(
-        self, start: CaptureCursor, ceiling: int, overlap: int, quick: bool
+        self,
+        start: CaptureCursor,
+        ceiling: int,
+        overlap: int,
+        quick: bool,
+        retried: set[int],
     ) -> None:
         self.start = start
         self.since = _earlier(start.modified, overlap)
@@ -87,8 +114,9 @@ class _Poll:
         self.ceiling = ceiling
         self.modified = start.modified
         self.history_id = start.history_id
-        self.retry = sorted(start.deferred)
+        self.retry = sorted(retried.union(start.deferred))
         self.deferred: set[int] = set()
+        self.unreadable = set(start.unreadable).difference(retried)
         self.read: set[int] = set()
         self.page_after: tuple[str, int] | None = None
         self.orders_done = False
@@ -109,6 +137,7 @@ class _Poll:
             modified=self.modified,
             history_id=self.history_id,
             deferred=deferred,
+            unreadable=tuple(sorted(self.unreadable)),
             quick_after_id=self.quick_after_id,
             quick_deferred=quick_deferred,
         )
@@ -143,6 +172,11 @@ class SiteCapture:
         # costs neither a stream read nor an append.
         self._known: dict[str, _Known] = {}
 
+    @property
+    def deferred(self) -> tuple[int, ...]:
+        """Orders the last poll found mid-edit, to be read again."""
+        return self._cursor.deferred if self._cursor is not None else ()
+
     async def poll_once(self) -> CaptureResult:
         """Capture one batch of what changed since the checkpoint.
 
@@ -159,9 +193,10 @@ class SiteCapture:
     async def _next_batch(self) -> CaptureResult:
         if self._poll is None:
             start = await self._load_cursor()
+            retried = await self._retries_asked(start.unreadable)
             ceiling = await self._reader.latest_history_id()
             overlap = self._settings.overlap_seconds
-            self._poll = _Poll(start, ceiling, overlap, self._quick.configured)
+            self._poll = _Poll(start, ceiling, overlap, self._quick.configured, retried)
         poll = self._poll
 
         if not poll.orders_done:
@@ -172,6 +207,17 @@ class SiteCapture:
             self._poll = None
         self._log.info("capture batch", **msgspec.structs.asdict(result))
         return result
+
+    async def _retries_asked(self, unreadable: Sequence[int]) -> set[int]:
+        """The unreadable orders whose stream has had a retry appended since."""
+        retried = set()
+        for order_id in unreadable:
+            stream = order_stream(self._site, order_id)
+            # Read anew: `ocsync retry` appends from another process.
+            self._known.pop(stream, None)
+            if (await self._last_snapshot(stream)).unreadable is None:
+                retried.add(order_id)
+        return retried
 
     async def _capture_orders(self, poll: _Poll) -> CaptureResult:
         size = self._settings.batch_size
@@ -219,23 +265,32 @@ class SiteCapture:
     async def _capture(self, order_ids: Sequence[int], poll: _Poll) -> CaptureResult:
         """Read one batch, append its events with the checkpoint, count."""
         deferred_before = len(poll.deferred)
-        snapshots = await self._read(order_ids, poll)
+        snapshots, unreadable = await self._read(order_ids)
         poll.read.update(order_ids)
         for order_id in order_ids:
-            if order_id not in snapshots and order_id not in poll.deferred:
+            if order_id in unreadable:
+                poll.unreadable.add(order_id)
+                continue
+            poll.unreadable.discard(order_id)
+            if order_id not in snapshots:
                 # Deleted in the shop since it was listed (or since deferred).
-                self._log.info("order gone from the shop", order_id=order_id)
+                about = await self._about(order_id)
+                self._log.info("order gone from the shop", **about)
 
         recorded, unchanged = await self._commit(
-            lambda: self._plan(snapshots, poll), poll
+            lambda: self._plan(snapshots, unreadable, poll), poll
         )
         placed = sum(isinstance(event.event, OrderPlaced) for event in recorded)
+        snapshot_events = sum(
+            isinstance(event.event, OrderPlaced | OrderChanged) for event in recorded
+        )
         return CaptureResult(
             seen=len(order_ids),
             placed=placed,
-            changed=len(recorded) - placed,
+            changed=snapshot_events - placed,
             unchanged=unchanged,
             deferred=len(poll.deferred) - deferred_before,
+            unreadable=len(unreadable),
             more=not poll.done,
         )
 
@@ -253,12 +308,12 @@ class SiteCapture:
         poll.quick_done = not batch.more
         for quick_order_id in retry:
             if quick_order_id not in batch.snapshots | batch.unreadable:
-                self._log.info("quick order gone", quick_order_id=quick_order_id)
+                about = await self._about(quick_order_id, "quick_order")
+                self._log.info("quick order gone", **about)
         for quick_order_id, reason in sorted(batch.unreadable.items()):
             # Left for the next poll: someone may fix the rows meanwhile.
-            self._log.error(
-                "quick order unreadable", quick_order_id=quick_order_id, error=reason
-            )
+            about = await self._about(quick_order_id, "quick_order")
+            self._log.error("quick order unreadable", **about, error=reason)
             poll.quick_deferred.add(quick_order_id)
 
         async def plan() -> tuple[list[StreamAppend], int]:
@@ -310,8 +365,26 @@ class SiteCapture:
         self._cursor = cursor
 
         for event in recorded:
+            if isinstance(event.event, OrderUnreadable):
+                unread = event.event
+                before = self._known.get(event.stream)
+                self._known[event.stream] = _Known(
+                    event.version,
+                    before.content_hash if before else None,
+                    event.position,
+                    (unread.field, unread.reason),
+                )
+                self._log.error(
+                    "order unreadable",
+                    order_id=unread.order_id,
+                    stream=event.stream,
+                    position=event.position,
+                    field=unread.field,
+                    reason=unread.reason,
+                )
+                continue
             snapshot, digest = _snapshot_of(event.event)
-            self._known[event.stream] = _Known(event.version, digest)
+            self._known[event.stream] = _Known(event.version, digest, event.position)
             self._log.info(
                 "order captured",
                 order_id=snapshot.order_id,
@@ -323,43 +396,68 @@ class SiteCapture:
         return recorded, unchanged
 
     async def _read(
-        self, order_ids: Sequence[int], poll: _Poll
-    ) -> dict[int, OrderSnapshot]:
+        self, order_ids: Sequence[int]
+    ) -> tuple[dict[int, OrderSnapshot], dict[int, tuple[str, str]]]:
+        """The batch's snapshots, and (field, reason) of each unreadable order."""
         if not order_ids:
-            return {}
+            return {}, {}
         try:
-            return await self._reader.read_snapshots(order_ids)
-        except ShopDataError:
-            # One order's bad row must not hold back the rest of the batch.
-            return await self._read_one_by_one(order_ids, poll)
+            return await self._reader.read_snapshots(order_ids), {}
+        except ShopUnavailable:
+            raise
+        except Exception:
+            # One order's bad row (or one our code cannot cope with) must not
+            # hold back the rest of the batch.
+            return await self._read_one_by_one(order_ids)
 
     async def _read_one_by_one(
-        self, order_ids: Sequence[int], poll: _Poll
-    ) -> dict[int, OrderSnapshot]:
+        self, order_ids: Sequence[int]
+    ) -> tuple[dict[int, OrderSnapshot], dict[int, tuple[str, str]]]:
         snapshots: dict[int, OrderSnapshot] = {}
+        unreadable: dict[int, tuple[str, str]] = {}
         for order_id in order_ids:
             try:
                 snapshots.update(await self._reader.read_snapshots([order_id]))
             except ShopDataError as exc:
-                # Left for the next poll: someone may fix the row meanwhile.
-                self._log.error(
-                    "order unreadable",
-                    order_id=order_id,
-                    field=exc.field,
-                    error=str(exc),
-                )
-                poll.deferred.add(order_id)
-        return snapshots
+                unreadable[order_id] = (exc.field, str(exc))
+            except ShopUnavailable:
+                raise
+            except Exception as exc:
+                # A bug met by this order alone: recorded like a bad row, so
+                # that a restart does not stop at it again.
+                about = await self._about(order_id)
+                self._log.exception("order read failed with an internal error", **about)
+                where = f"site {self._site} order {order_id}"
+                unreadable[order_id] = ("", f"{where}: internal error: {exc!r}")
+        return snapshots, unreadable
 
     async def _plan(
-        self, snapshots: dict[int, OrderSnapshot], poll: _Poll
+        self,
+        snapshots: dict[int, OrderSnapshot],
+        unreadable: dict[int, tuple[str, str]],
+        poll: _Poll,
     ) -> tuple[list[StreamAppend], int]:
         """The appends a batch calls for, and how many orders are unchanged.
 
-        Orders caught mid-edit join the poll's deferred ones.
+        Orders caught mid-edit join the poll's deferred ones; an unreadable
+        order gets `OrderUnreadable` unless its stream ends with the same one.
         """
         appends: list[StreamAppend] = []
         unchanged = 0
+        for order_id, (field, reason) in sorted(unreadable.items()):
+            stream = order_stream(self._site, order_id)
+            known = await self._last_snapshot(stream)
+            if known.unreadable == (field, reason):
+                about = await self._about(order_id)
+                self._log.info(
+                    "order still unreadable", **about, field=field, reason=reason
+                )
+                continue
+            unread = OrderUnreadable(
+                marker=stream, order_id=order_id, field=field, reason=reason
+            )
+            appends.append(StreamAppend(stream, known.version, [unread]))
+
         for order_id, snapshot in sorted(snapshots.items()):
             stream = order_stream(self._site, order_id)
             known = await self._last_snapshot(stream)
@@ -373,9 +471,8 @@ class SiteCapture:
                 # OpenCart 3.0 edits an order by setting status 0, deleting and
                 # re-inserting its lines, then restoring the status.
                 reason = "back at status 0" if snapshot.status_id == 0 else "no lines"
-                self._log.info(
-                    "order deferred mid-edit", order_id=order_id, reason=reason
-                )
+                about = await self._about(order_id)
+                self._log.info("order deferred mid-edit", **about, reason=reason)
                 poll.deferred.add(order_id)
                 continue
 
@@ -383,7 +480,9 @@ class SiteCapture:
             event: Event
             if not confirmed:
                 event = OrderPlaced(snapshot=snapshot, content_hash=digest)
-            elif digest != known.content_hash:
+            elif digest != known.content_hash or known.unreadable is not None:
+                # After an unreadable spell even the old content is news: the
+                # stream must end with a snapshot again.
                 event = OrderChanged(snapshot=snapshot, content_hash=digest)
             else:
                 unchanged += 1
@@ -391,6 +490,22 @@ class SiteCapture:
             appends.append(StreamAppend(stream, known.version, [event]))
 
         return appends, unchanged
+
+    async def _about(self, order_id: int, kind: str = "order") -> dict[str, Any]:
+        """What a log line about an order names besides the site.
+
+        `position` is the last event of the order's stream: None for an order
+        the log has not recorded yet.
+        """
+        stream = order_stream(self._site, order_id, kind)
+        about = {
+            "order_id": order_id,
+            "stream": stream,
+            "position": (await self._last_snapshot(stream)).position,
+        }
+        if kind != "order":
+            about["kind"] = kind
+        return about
 
     async def _last_snapshot(self, stream: str) -> _Known:
         known = self._known.get(stream)
@@ -401,8 +516,16 @@ class SiteCapture:
                 for recorded in events
                 if isinstance(recorded.event, OrderPlaced | OrderChanged)
             ]
-            version = events[-1].version if events else 0
-            known = _Known(version, digests[-1] if digests else None)
+            last = events[-1] if events else None
+            unreadable = None
+            if last is not None and isinstance(last.event, OrderUnreadable):
+                unreadable = (last.event.field, last.event.reason)
+            known = _Known(
+                last.version if last else 0,
+                digests[-1] if digests else None,
+                last.position if last else None,
+                unreadable,
+            )
             self._known[stream] = known
         return known
 

@@ -17,6 +17,7 @@ cannot be read as OpenCart data, `ShopDataError`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import html
@@ -147,8 +148,17 @@ async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
 class ShopReader:
     """Set-based reads of one OpenCart 3.0 (or ocStore) shop."""
 
-    def __init__(self, pool: aiomysql.Pool, site: SiteSettings) -> None:
+    def __init__(
+        self,
+        pool: aiomysql.Pool,
+        site: SiteSettings,
+        *,
+        query_timeout: float | None = None,
+    ) -> None:
         self._pool = pool
+        # aiomysql has no read timeout of its own: each connection's use is
+        # bounded here instead, so that a hanging shop counts as unavailable.
+        self._query_timeout = query_timeout
         self._site = site.name
         self._prefix = site.table_prefix
         self._sql = OpenCart30(site.table_prefix)
@@ -383,7 +393,12 @@ class ShopReader:
             raise ShopUnavailable(self._site, _reason(exc)) from exc
 
         try:
-            yield connection
+            async with asyncio.timeout(self._query_timeout):
+                yield connection
+        except TimeoutError as exc:
+            connection.close()
+            reason = f"no answer within {self._query_timeout:g} s"
+            raise ShopUnavailable(self._site, reason) from exc
         except _DRIVER_ERRORS as exc:
             unsupported = await schema_error(connection, self._site, self._prefix, exc)
             connection.close()

@@ -31,6 +31,20 @@ class OrderChanged(_Event, frozen=True, kw_only=True):
     content_hash: str
 
 
+class OrderUnreadable(_Event, frozen=True, kw_only=True):
+    """Capture could not read the order as OpenCart data; it waits for a fix.
+
+    Appended once per distinct field and reason (`field` is empty for an
+    error of ocsync's own, not of a column). `ocsync retry` has capture read it
+    again; once it reads cleanly a snapshot event follows as usual.
+    """
+
+    marker: str
+    order_id: int
+    field: str
+    reason: str
+
+
 class DealRequested(_Event, frozen=True, kw_only=True):
     """Written before the create call: the deal we are about to send."""
 
@@ -120,6 +134,7 @@ class CatalogueLinked(_Event, frozen=True, kw_only=True):
 Event = (
     OrderPlaced
     | OrderChanged
+    | OrderUnreadable
     | DealRequested
     | DealCreated
     | DealCreateFailed
@@ -133,6 +148,7 @@ Event = (
 SCHEMA_VERSIONS: dict[str, int] = {
     "OrderPlaced": 1,
     "OrderChanged": 1,
+    "OrderUnreadable": 1,
     "DealRequested": 1,
     "DealCreated": 1,
     "DealCreateFailed": 1,

@@ -26,6 +26,7 @@ from events.types import (
     DealUpdateFailed,
     OrderChanged,
     OrderPlaced,
+    OrderUnreadable,
     RetryRequested,
 )
 from projections.deal import line_article
@@ -45,7 +46,7 @@ class Entry:
     recorded_at: str
     type: str
     # snapshot, request, answer, failure, correction, correction_failure,
-    # relink, retry
+    # relink, retry, unreadable
     kind: str
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +183,13 @@ class _Timeline:
                     "relink",
                     f"deal {deal_id} found in the CRM by its marker and linked again",
                     deal_id=deal_id,
+                )
+            case OrderUnreadable(field=field, reason=reason):
+                return made(
+                    "unreadable",
+                    f"not readable from the shop, waits for a fix: {reason}",
+                    field=field,
+                    reason=reason,
                 )
             case RetryRequested(reason=reason):
                 return made(

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from daemon.settings import Settings
+from events.errors import EventLogError
 from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
 from events.types import (
@@ -152,7 +153,9 @@ class DealProjection:
         """Bring one order's deal in line with its newest snapshot.
 
         The order is bound to the logging context, so the CRM client's own
-        request lines name the order they are for.
+        request lines name the order they are for. An error nobody foresaw
+        parks this order alone: the others go on, and a restart does not stop
+        at it again.
         """
         snapshot = state.snapshot
         assert snapshot is not None
@@ -163,7 +166,16 @@ class DealProjection:
             position=state.snapshot_position,
             deal_id=state.deal_id,
         ):
-            await self._sync_order(state, snapshot, result, at)
+            try:
+                await self._sync_order(state, snapshot, result, at)
+            except (CrmUnavailable, KeepinCRMError, EventLogError):
+                # The CRM or the log failing is every order's matter.
+                raise
+            except Exception as exc:
+                log.exception("order failed with an internal error")
+                where = f"site {snapshot.site} order {snapshot.order_id}"
+                await self._park(state, f"{where}: internal error: {exc!r}")
+                result.parked += 1
 
     async def _sync_order(
         self,
@@ -193,7 +205,7 @@ class DealProjection:
             deal, warnings = deal_with_warnings(snapshot, site, self._settings.deals)
         except DealMappingError as exc:
             bound.warning("order parked", field=exc.field, reason=str(exc))
-            await self._park(state, exc)
+            await self._park(state, str(exc))
             result.parked += 1
             return
         for field_name, message in warnings:
@@ -391,17 +403,18 @@ class DealProjection:
             ),
         )
 
-    async def _park(self, state: OrderState, exc: DealMappingError) -> None:
+    async def _park(self, state: OrderState, error: str) -> None:
         self._held.discard(state.stream)
+        self._waiting.discard(state.stream)
         event: Event = DealCreateFailed(
-            marker=state.stream, status=0, error=str(exc), retryable=False
+            marker=state.stream, status=0, error=error, retryable=False
         )
         if state.deal_id is not None:
             event = DealUpdateFailed(
                 marker=state.stream,
                 deal_id=state.deal_id,
                 status=0,
-                error=str(exc),
+                error=error,
                 retryable=False,
             )
         await self._append(state, event)

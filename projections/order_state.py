@@ -16,6 +16,7 @@ from events.types import (
     DealUpdateFailed,
     OrderChanged,
     OrderPlaced,
+    OrderUnreadable,
     RetryRequested,
 )
 
@@ -36,6 +37,9 @@ class OrderState:
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
     update_failure: DealUpdateFailed | None = None
+    # Capture's last word on the order when it could not read it (no snapshot
+    # since, no retry asked for since).
+    unreadable: OrderUnreadable | None = None
 
     @property
     def parked(self) -> bool:
@@ -62,6 +66,9 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 first = first or snapshot
                 state.snapshot = shown_as_first(snapshot, first)
                 state.snapshot_position = record.position
+                state.unreadable = None
+            case OrderUnreadable() as unreadable:
+                state.unreadable = unreadable
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal
                 state.sent_status = status
@@ -93,4 +100,5 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case RetryRequested():
                 state.failure = None
                 state.update_failure = None
+                state.unreadable = None
     return state

@@ -2,7 +2,8 @@
 
 `ocsync status` lists them with the reason; `ocsync retry` appends a
 `RetryRequested` to an order's stream, which the deal projection picks up on its
-next pass, with the settings of that moment.
+next pass, with the settings of that moment. An order capture could not read
+(`OrderUnreadable`) is read again by capture's next poll after the retry.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class ParkedOrder:
     """One order waiting for a fix: why, and since which event."""
 
     stream: str
-    kind: str  # "parked", "held", "waiting" (the CRM did not answer) or "correction"
+    # "parked", "held", "waiting" (the CRM did not answer), "correction", or
+    # "unreadable" (capture could not read it from the shop).
+    kind: str
     status: int
     reason: str
     since: str
@@ -43,6 +46,23 @@ async def parked_orders(store: EventStore, settings: Settings) -> list[ParkedOrd
         for stream in await store.streams(f"{site.name}:"):
             records = await store.read_stream(stream)
             state = fold(stream, records)
+            if state.unreadable is not None:
+                unread = next(
+                    record
+                    for record in reversed(records)
+                    if record.event is state.unreadable
+                )
+                found.append(
+                    ParkedOrder(
+                        stream=stream,
+                        kind="unreadable",
+                        status=0,
+                        reason=state.unreadable.reason,
+                        since=unread.recorded_at,
+                        position=unread.position,
+                    )
+                )
+                continue
             last_failure = next(
                 (
                     record
@@ -100,7 +120,8 @@ async def request_retry(store: EventStore, marker: str, reason: str = "") -> int
     if not records:
         raise UnknownOrder(f"no order {marker!r} in the event log")
     state = fold(marker, records)
-    if state.failure is None and state.update_failure is None:
+    failed = state.failure is not None or state.update_failure is not None
+    if not failed and state.unreadable is None:
         raise NothingToRetry(
             f"{marker} has nothing to retry: "
             + (

@@ -51,8 +51,13 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxCrm]:
 
 
 def write_settings(
-    path: Path, shops: dict[str, OpenCartShop], crm_url: str, article: str = "model"
+    path: Path,
+    shops: dict[str, OpenCartShop],
+    crm_url: str,
+    article: str = "model",
+    capture: str = "",
 ) -> Path:
+    """The settings of an end-to-end run; `capture` adds lines to [capture]."""
     sites = "".join(
         f"""
 [[sites]]
@@ -81,6 +86,7 @@ retry_max_seconds = 0.05
 
 [capture]
 poll_interval = 1
+{capture}
 
 [deals]
 article_fields = ["{article}"]

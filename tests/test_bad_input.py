@@ -4,8 +4,9 @@ Each test writes a broken order into a scratch shop on the real MariaDB (its
 schema altered where OpenCart 4.1 or an old shop differs), captures it with
 `SiteCapture` into a SQLite log and projects it with `DealProjection` into the
 sandbox CRM on loopback. Every odd order must end as a deal, a parked order
-(`DealCreateFailed`, not retryable) or an order capture defers, and what was
-odd is a log line naming the site, the order and the field.
+(`DealCreateFailed`, not retryable) or an order capture could not read
+(`OrderUnreadable`, listed by `ocsync status`), and what was odd is a log line
+naming the site, the order and the field.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ from events import (
     DealCreateFailed,
     DealRequested,
     EventStore,
+    OrderPlaced,
+    OrderUnreadable,
     order_stream,
 )
+from projections.audit import audit_order
 from projections.deals import DealProjection, DealsResult
 from projections.keepincrm.client import KeepinCRMClient
+from projections.parked import parked_orders, request_retry
 from tests import factories
 from tests.conftest import CASE, PLACED_AT, TSHIRT, LineSpec, OpenCartShop, OptionSpec
 from tests.projection_support import TOKEN, Crm
@@ -56,6 +61,7 @@ class Outcome:
     logs: list[dict[str, Any]]
     store: EventStore
     client: KeepinCRMClient
+    settings: Settings
 
     async def last_event(self, order_id: int) -> Any:
         events = await self.store.read_stream(order_stream(SITE, order_id))
@@ -82,6 +88,20 @@ class Outcome:
         assert f"field {field}:" in failed.error
         self.line("order parked", order_id, field)
         return failed
+
+    async def unreadable(self, order_id: int, field: str) -> OrderUnreadable:
+        """The order's unreadable event, checked to name `field` and be listed."""
+        unread = await self.last_event(order_id)
+        assert isinstance(unread, OrderUnreadable), unread
+        assert unread.field == field
+        assert f"order {order_id} field {field}:" in unread.reason
+        [listed] = [
+            order
+            for order in await parked_orders(self.store, self.settings)
+            if order.stream == order_stream(SITE, order_id)
+        ]
+        assert (listed.kind, listed.reason) == ("unreadable", unread.reason)
+        return unread
 
     def line(self, event: str, order_id: int, field: str | None) -> dict[str, Any]:
         """The one log line of `event` for the order (and field, when given)."""
@@ -136,7 +156,7 @@ async def sync(
     finally:
         pool.close()
         await pool.wait_closed()
-    return Outcome(polled, projected, logs, store, client)
+    return Outcome(polled, projected, logs, store, client, settings)
 
 
 def _settings(tmp_path: Path, url: str, site: SiteSettings) -> Settings:
@@ -152,7 +172,8 @@ def _settings(tmp_path: Path, url: str, site: SiteSettings) -> Settings:
 
 
 async def _poll(capture: SiteCapture) -> CaptureResult:
-    counts = dict.fromkeys(("seen", "placed", "changed", "unchanged", "deferred"), 0)
+    names = ("seen", "placed", "changed", "unchanged", "deferred", "unreadable")
+    counts = dict.fromkeys(names, 0)
     while True:
         result = await capture.poll_once()
         for name in counts:
@@ -252,8 +273,8 @@ LINKS = {
     "order_option": {"order_id", "order_product_id"},
     "order_total": {"order_id"},
 }
-# NULL where the order cannot be read: capture defers it with a log line.
-DEFERRED = {
+# NULL where the order cannot be read: recorded unreadable, listed by status.
+UNREADABLE = {
     "order.order_status_id",
     "order_product.quantity",
     "order_product.price",
@@ -302,7 +323,7 @@ async def set_null(shop: OpenCartShop, order_id: int, table: str, column: str) -
 async def test_null_in_every_nullable_column(
     shop: OpenCartShop, store: EventStore, crm: Crm, tmp_path: Path
 ) -> None:
-    """One order per column NULL, and one with all of them: each deal/park/defer."""
+    """One order per column NULL, and one with all of them: each deal or parked."""
     columns = await make_nullable(shop)
     assert len(columns) > 40  # the whole order row, not a sample
     for order_id, (table, column) in enumerate(columns, start=1):
@@ -319,10 +340,10 @@ async def test_null_in_every_nullable_column(
     expected_deals = 0
     for order_id, (table, column) in enumerate(columns, start=1):
         name = f"{table}.{column}"
-        if name in DEFERRED:
-            assert await run.last_event(order_id) is None, name
+        if name in UNREADABLE:
+            unread = await run.unreadable(order_id, name)
             line = run.line("order unreadable", order_id, name)
-            assert "NULL" in line["error"]
+            assert "NULL" in line["reason"] and line["reason"] == unread.reason
         elif name in PARKED:
             await run.parked(order_id, PARKED[name])
         else:
@@ -334,12 +355,13 @@ async def test_null_in_every_nullable_column(
             run.line("deal created", order_id, None)
     # All at once: unreadable at its first NULL that matters.
     line = run.line("order unreadable", everything, None)
-    assert line["field"] in DEFERRED
-    assert await run.last_event(everything) is None
+    assert line["field"] in UNREADABLE
+    await run.unreadable(everything, line["field"])
 
     assert run.deals.created == expected_deals
     assert run.deals.parked == len(PARKED)
-    assert run.capture.deferred == len(DEFERRED) + 1
+    assert run.capture.unreadable == len(UNREADABLE) + 1
+    assert run.capture.deferred == 0
     # A deleted product_id reads as a product gone from the catalogue.
     product_id = columns.index(("order_product", "product_id")) + 1
     assert "order_product.product_id" in run.warned(product_id)
@@ -347,6 +369,42 @@ async def test_null_in_every_nullable_column(
     stored = await store.checkpoint(f"capture:{SITE}")
     assert stored is not None
     assert msgspec.json.decode(stored, type=CaptureCursor).modified == PLACED_AT
+
+
+async def test_unreadable_order_becomes_a_deal_after_a_fix_and_a_retry(
+    shop: OpenCartShop, store: EventStore, crm: Crm, tmp_path: Path
+) -> None:
+    """A NULL quantity parks the order; fixed and retried, it becomes a deal."""
+    await make_nullable(shop)
+    await shop.add_order(1)
+    await shop.add_order(2)
+    await set_null(shop, 2, "order_product", "quantity")
+
+    first = await sync(shop, store, crm, tmp_path)
+    assert first.deals.created == 1
+    unread = await first.unreadable(2, "order_product.quantity")
+    audit = await audit_order(store, order_stream(SITE, 2), first.settings.deals)
+    assert audit is not None
+    assert [entry.kind for entry in audit.entries] == ["unreadable"]
+    assert unread.reason in audit.entries[0].summary
+
+    # The fix leaves date_modified alone, as a hand-written UPDATE does.
+    for line in (TSHIRT, CASE):
+        await shop.execute(
+            "UPDATE `oc_order_product` SET quantity = %s"
+            " WHERE order_id = 2 AND product_id = %s",
+            line.quantity,
+            line.product_id,
+        )
+    await request_retry(store, order_stream(SITE, 2), "quantity restored")
+    second = await sync(shop, store, crm, tmp_path)
+
+    assert (second.capture.placed, second.capture.unreadable) == (1, 0)
+    events = await store.read_stream(order_stream(SITE, 2))
+    assert isinstance(events[-3].event, OrderPlaced)
+    amounts = [Decimal(str(job["amount"])) for job in products(await second.deal(2))]
+    assert amounts == [TSHIRT.quantity, CASE.quantity]
+    assert await parked_orders(store, second.settings) == []
 
 
 # 4. Double-encoded text (old `utf8` shops) and 4-byte characters.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,12 @@ from events import (
     EventStore,
     OrderChanged,
     OrderPlaced,
+    OrderUnreadable,
     RecordedEvent,
     StreamAppend,
 )
+from events.snapshot import OrderSnapshot
+from projections.parked import request_retry
 from tests.conftest import CASE, TSHIRT, OpenCartShop
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "opencart"
@@ -42,7 +46,8 @@ def make_capture(
 
 async def poll(capture: SiteCapture) -> CaptureResult:
     """A whole poll, as the run loop does it: batches until none is left."""
-    counts = dict.fromkeys(("seen", "placed", "changed", "unchanged", "deferred"), 0)
+    names = ("seen", "placed", "changed", "unchanged", "deferred", "unreadable")
+    counts = dict.fromkeys(names, 0)
     while True:
         result = await capture.poll_once()
         for name in counts:
@@ -357,26 +362,101 @@ async def test_version_conflict_reloads_and_retries(
 async def test_unreadable_order_does_not_hold_back_the_batch(
     shop: OpenCartShop, reader: ShopReader, store: EventStore
 ) -> None:
-    """An order whose row is not OpenCart data is logged and left for the next poll."""
+    """An unreadable order is recorded once, and read again only after a retry."""
     await shop.insert(
         "currency", currency_id=5, title="Bad", code="BAD", decimal_place="x", value=1.0
     )
     await shop.add_order(1)
     await shop.add_order(2, currency_id=5)
+    # A later order moves the cursor's overlap window past orders 1 and 2.
+    await shop.add_order(3, modified_at="2026-12-03 19:20:00")
     capture = make_capture(shop, reader, store)
 
     with capture_logs() as logs:
         first = await poll(capture)
-    assert (first.placed, first.deferred) == (1, 1)
+    assert (first.placed, first.unreadable, first.deferred) == (2, 1, 0)
+    assert (await cursor_of(store)).unreadable == (2,)
+    [recorded] = await store.read_stream("site_a:2")
+    assert isinstance(recorded.event, OrderUnreadable)
+    assert recorded.event.field == "currency.decimal_place"
     unreadable = [line for line in logs if line["event"] == "order unreadable"]
     assert [line["order_id"] for line in unreadable] == [2]
-    assert "currency.decimal_place" in unreadable[0]["error"]
+    assert "currency.decimal_place" in unreadable[0]["reason"]
 
+    # Fixed without the order itself changing: nothing reads it again...
     await shop.execute(
         "UPDATE `oc_currency` SET decimal_place = '2' WHERE currency_id = 5"
     )
+    with capture_logs() as logs:
+        second = await poll(capture)
+    assert (second.placed, second.unreadable) == (0, 0)
+    assert not [line for line in logs if line["event"] == "order unreadable"]
+
+    # ...until a retry is asked for, from another process's store handle.
+    await request_retry(store, "site_a:2", "fixed the currency")
+    third = await poll(capture)
+    assert (third.placed, third.unreadable) == (1, 0)
+    assert (await cursor_of(store)).unreadable == ()
+    assert isinstance((await store.read_stream("site_a:2"))[-1].event, OrderPlaced)
+
+
+async def test_an_unexpected_error_reading_one_order_records_it_unreadable(
+    shop: OpenCartShop,
+    reader: ShopReader,
+    store: EventStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug met reading order 2: logged with its traceback, recorded; others go on."""
+    read = ShopReader.read_snapshots
+
+    async def fails_for_order_2(
+        self: ShopReader, order_ids: Sequence[int]
+    ) -> dict[int, OrderSnapshot]:
+        if 2 in order_ids:
+            raise KeyError("a bug in the reader")
+        return await read(self, order_ids)
+
+    monkeypatch.setattr(ShopReader, "read_snapshots", fails_for_order_2)
+    for order_id in (1, 2, 3):
+        await shop.add_order(order_id)
+
+    with capture_logs() as logs:
+        result = await poll(make_capture(shop, reader, store))
+
+    assert (result.placed, result.unreadable) == (2, 1)
+    [recorded] = await store.read_stream("site_a:2")
+    assert isinstance(recorded.event, OrderUnreadable)
+    assert recorded.event.reason.startswith("site site_a order 2: internal error:")
+    failed = "order read failed with an internal error"
+    [line] = [line for line in logs if line["event"] == failed]
+    assert (line["order_id"], line["exc_info"]) == (2, True)
+
+
+async def test_unreadable_order_is_recorded_once_per_reason(
+    shop: OpenCartShop, reader: ShopReader, store: EventStore
+) -> None:
+    """Read again by a shop change with the same fault: no second event."""
+    await shop.insert(
+        "currency", currency_id=5, title="Bad", code="BAD", decimal_place="x", value=1.0
+    )
+    await shop.add_order(1, currency_id=5)
+    capture = make_capture(shop, reader, store)
+    await poll(capture)
+
+    await shop.execute(
+        "UPDATE `oc_order` SET date_modified = date_modified + INTERVAL 1 HOUR"
+    )
     second = await poll(capture)
-    assert second.placed == 1
+    assert (second.seen, second.unreadable) == (1, 1)
+    assert len(await store.read_stream("site_a:1")) == 1
+
+    await shop.execute("UPDATE `oc_currency` SET decimal_place = 'y'")
+    await shop.execute(
+        "UPDATE `oc_order` SET date_modified = date_modified + INTERVAL 1 HOUR"
+    )
+    await poll(capture)
+    events = await store.read_stream("site_a:1")
+    assert [type(e.event) for e in events] == [OrderUnreadable, OrderUnreadable]
 
 
 async def test_logs_one_summary_per_batch_and_a_line_per_event(

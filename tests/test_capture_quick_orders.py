@@ -292,7 +292,8 @@ async def test_unreadable_quick_order_waits_and_others_go_on(
         quick_after_id=2, quick_deferred=(1,)
     )
     (unreadable,) = [line for line in logs if line["event"] == "quick order unreadable"]
-    assert unreadable["quick_order_id"] == 1
+    about = (unreadable["order_id"], unreadable["stream"], unreadable["position"])
+    assert about == (1, "site_a:quick-1", None)
     assert "product 77 is gone" in unreadable["error"]
 
     await quick_shop.insert("product", product_id=77, model="NEW-77", price="5")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from structlog.testing import capture_logs
 
+import projections.deals
 from events import (
     DealCreated,
     DealCreateFailed,
@@ -25,6 +28,7 @@ from events import (
 from events.snapshot import OrderSnapshot
 from projections.deal_totals import is_service_article
 from projections.deals import CHECKPOINT, CrmUnavailable
+from projections.parked import parked_orders
 from tests import factories
 from tests.projection_support import (
     CLOSED_PORT_URL,
@@ -38,6 +42,7 @@ from tests.projection_support import (
     place,
     projection,
     request_deal,
+    settings_for,
     with_marker,
 )
 
@@ -250,6 +255,45 @@ async def test_an_order_that_cannot_be_mapped_is_parked_and_others_go_on(
     assert f"field {field_name}" in failed.error
     assert isinstance(created, DealCreated)
     assert [deal["id"] for deal in await all_deals(client)] == [created.deal_id]
+
+
+async def test_an_unexpected_error_parks_that_order_alone(
+    crm: Crm, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met by one order parks it, logged with its traceback; others go on."""
+    mapping = projections.deals.deal_with_warnings
+
+    def fails_for_order_2(snapshot: OrderSnapshot, *args: Any) -> Any:
+        if snapshot.order_id == 2:
+            raise ZeroDivisionError("a bug in the mapping")
+        return mapping(snapshot, *args)
+
+    monkeypatch.setattr(projections.deals, "deal_with_warnings", fails_for_order_2)
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    for order_id in (1, 2, 3):
+        await place(store, factories.snapshot(order_id=order_id))
+
+    with capture_logs() as logs:
+        result = await deals.run_once()
+
+    assert (result.created, result.parked) == (2, 1)
+    *_, failed = await events_of(store, "site_a:2")
+    assert isinstance(failed, DealCreateFailed)
+    assert failed.retryable is False
+    assert failed.error.startswith("site site_a order 2: internal error:")
+    assert "a bug in the mapping" in failed.error
+    [line] = [
+        line for line in logs if line["event"] == "order failed with an internal error"
+    ]
+    assert (line["log_level"], line["exc_info"]) == ("error", True)
+    for order_id in (1, 3):
+        *_, created = await events_of(store, f"site_a:{order_id}")
+        assert isinstance(created, DealCreated)
+        assert await deals_marked(client, f"site_a:{order_id}") == [created.deal_id]
+    assert await deals_marked(client, "site_a:2") == []
+    parked = await parked_orders(store, settings_for(tmp_path, url))
+    assert [(order.stream, order.kind) for order in parked] == [("site_a:2", "parked")]
 
 
 async def test_a_lost_answer_is_settled_by_the_deal_the_crm_already_has(

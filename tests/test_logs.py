@@ -67,6 +67,60 @@ async def test_every_line_about_an_order_names_the_order(
         assert line["stream"] == f"{line['site']}:{line['order_id']}", line
 
 
+async def test_mid_edit_and_unreadable_orders_are_named_in_full(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """An order mid-edit and an unreadable one: site, order_id, stream, position."""
+    config = settings_file(shops, sandbox.url, tmp_path)
+    edit(config, "poll_interval = 1\n", "poll_interval = 1\nmid_edit_seconds = 0.1\n")
+    first = await ocsync(config, "run", "--once")
+    shop = shops["site_a"]
+    # Order 1 mid-edit: its lines deleted, to be written again.
+    await shop.execute("DELETE FROM `oc_order_option` WHERE order_id = 1")
+    await shop.execute("DELETE FROM `oc_order_product` WHERE order_id = 1")
+    # Order 2 in a currency whose decimal places are no number.
+    await shop.insert(
+        "currency",
+        currency_id=9,
+        title="Bad",
+        code="BAD",
+        symbol_left="",
+        symbol_right="",
+        decimal_place="x",
+        value=1.0,
+        status=1,
+        date_modified="2026-12-03 19:30:00",
+    )
+    await shop.execute("UPDATE `oc_order` SET currency_id = 9 WHERE order_id = 2")
+    await shop.execute(
+        "UPDATE `oc_order` SET date_modified = '2026-12-03 19:30:00'"
+        " WHERE order_id IN (1, 2)"
+    )
+
+    second = await ocsync(config, "run", "--once")
+
+    assert (first.code, second.code) == (0, 1), first.err + second.err
+    lines = json_lines(second.err)
+    named = {
+        line["event"]: line
+        for line in lines
+        if line["event"]
+        in (
+            "order deferred mid-edit",
+            "order unreadable",
+            "order still mid-edit, not sent",
+        )
+    }
+    assert len(named) == 3, lines
+    assert [line["order_id"] for line in named.values()].count(1) == 2
+    assert named["order unreadable"]["order_id"] == 2
+    for line in named.values():
+        assert line["site"] == "site_a"
+        assert line["stream"] == f"site_a:{line['order_id']}", line
+        # Each order has events from the first run: its last one is named.
+        assert isinstance(line["position"], int), line
+
+
 async def test_crm_lines_carry_the_deal_the_status_and_the_attempt(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:

@@ -220,6 +220,7 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
     [
         ("[capture]", "batch_size = 0", r"capture\.batch_size"),
         ("[capture]", "poll_interval = 0", r"capture\.poll_interval"),
+        ("[capture]", "mid_edit_seconds = 3600", r"capture\.mid_edit_seconds"),
         ("[crm]", "requests_per_minute = 0", r"crm\.requests_per_minute"),
         ("[crm]", "timeout = -5", r"crm\.timeout"),
         ("[crm]", 'base_url = "ftp://x/v1"', r"crm\.base_url"),
