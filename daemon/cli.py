@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from projections.keepincrm.client import KeepinCRMClient
 
 log = structlog.get_logger("ocsync")
+
+# An order as its stream and its deal's marker name it: `site_a:17`, or
+# `site_a:quick-12` for a quick order kept in a module's own table.
+_ORDER_REFERENCE = re.compile(r"(?P<site>[^:\s]+):(?:quick-)?[0-9]+")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
 
     retry = commands.add_parser("retry", help="try parked orders again after a fix")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("order", nargs="?", metavar="SITE:ORDER_ID")
+    which.add_argument(
+        "order", nargs="?", type=_order_reference, metavar="SITE:ORDER_ID"
+    )
     which.add_argument("--all", action="store_true", help="every parked order")
     retry.set_defaults(command=_retry)
 
@@ -151,15 +158,32 @@ def _parser() -> argparse.ArgumentParser:
     catalogue_report.set_defaults(command=_catalogue)
 
     audit = commands.add_parser("audit", help="print one order's story from the log")
-    audit.add_argument("order", metavar="SITE:ORDER_ID", help="e.g. site_a:17")
+    audit.add_argument(
+        "order", type=_order_reference, metavar="SITE:ORDER_ID", help="e.g. site_a:17"
+    )
     audit.add_argument("--json", action="store_true", help="print it as JSON")
     audit.set_defaults(command=_audit)
 
     return parser
 
 
+def _order_reference(text: str) -> str:
+    """`SITE:ORDER_ID` as typed, refused at once when it cannot name an order."""
+    if _ORDER_REFERENCE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SITE:ORDER_ID (a site name, a colon and the order's"
+            " number, e.g. site_a:17)"
+        )
+    return text
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config or default_settings_path())
+    order = getattr(args, "order", None)
+    if order is not None:
+        # A site the settings do not name is a typo, not an order missing
+        # from the log: say so the way `--site` does.
+        settings.site(order.partition(":")[0])
     secrets = [settings.crm.token]
     secrets += [database.password for database in settings.databases.values()]
     configure_logging(secrets, level=args.log_level)

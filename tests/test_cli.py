@@ -69,3 +69,23 @@ async def test_catalogue_reports_products_the_crm_lacks(
     assert code == 0, err
     assert "Products whose article no CRM item carries: 42" in out
     assert "Articles spelt differently across sites: 0" in out
+
+
+async def test_a_malformed_order_reference_is_refused_naming_what_is_wrong(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """audit and retry refuse `foo`, `site_a:abc` and a site the settings lack."""
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+
+    shapeless = await ocsync_output(config, "audit", "foo")
+    not_a_number = await ocsync_output(config, "retry", "site_a:abc")
+    no_such_site = await ocsync_output(config, "audit", "nosuchsite:1")
+    quick = await ocsync_output(config, "audit", "site_a:quick-12")
+
+    assert shapeless[0] == 2 and "'foo' is not SITE:ORDER_ID" in shapeless[2]
+    assert not_a_number[0] == 2
+    assert "'site_a:abc' is not SITE:ORDER_ID" in not_a_number[2]
+    assert no_such_site[0] == 2
+    assert "no site named 'nosuchsite' in the settings" in no_such_site[2]
+    # A well-formed quick-order reference reaches the log, which lacks it.
+    assert quick[0] == 1 and "no order 'site_a:quick-12'" in quick[2]
