@@ -185,6 +185,17 @@ def full_name(first: str | None, last: str | None) -> str:
     return " ".join(part.strip() for part in (first, last) if part and part.strip())
 
 
+def phone_search_term(phone: str) -> str:
+    """What to look a normalised phone up by in the CRM: its national number.
+
+    A card a manager typed by hand holds `067 123 45 67` or `0671234567` as
+    often as `+380671234567`; the national digits (`671234567`) are inside
+    every one of them. `pick_client` then compares whole numbers.
+    """
+    number = phonenumbers.parse(phone)
+    return phonenumbers.national_significant_number(number)
+
+
 def _valid_number(typed: str, region: str) -> phonenumbers.PhoneNumber | None:
     try:
         number = phonenumbers.parse(typed, region)

@@ -37,7 +37,7 @@ from events.types import (
     RetryRequested,
 )
 from projections.deal import Deal, deal_with_warnings, line_article
-from projections.deal_client import client_for, pick_client
+from projections.deal_client import client_for, phone_search_term, pick_client
 from projections.deal_corrections import CorrectionFailed, correct_deal
 from projections.errors import DealMappingError, ProjectionError
 from projections.keepincrm.client import KeepinCRMClient
@@ -354,7 +354,8 @@ class DealProjection:
         if match == "never" or facts.phone is None:
             return deal
         try:
-            candidates = await self._crm.find_clients_by_phone(facts.phone)
+            term = phone_search_term(facts.phone)
+            candidates = await self._crm.find_clients_by_phone(term)
         except KeepinCRMError as exc:
             if exc.retryable:
                 raise CrmUnavailable(str(exc)) from exc

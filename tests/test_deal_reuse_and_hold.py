@@ -69,6 +69,20 @@ async def test_client_match_phone_takes_the_phone_alone(
     assert await client_of_order(client, "№1 Техно Світ") == known
 
 
+async def test_a_client_card_typed_with_a_trunk_zero_is_found_by_phone(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """A card holding `067 123 45 67` is the buyer's `+380671234567`: reused."""
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    known = await existing_client(client, "Олена Коваленко", "067 123 45 67")
+
+    await place(store, factories.snapshot())
+    await deals.run_once()
+
+    assert await client_of_order(client, "№1 Техно Світ") == known
+
+
 async def test_an_unlinked_article_holds_the_deal_until_the_item_exists(
     crm: Crm, store: EventStore, tmp_path: Path
 ) -> None:
