@@ -63,31 +63,53 @@ async def relink(
             result.duplicates[marker] = [int(deal["id"]) for deal in deals]
             log.warning(
                 "several deals carry one marker",
-                stream=marker,
+                **_about_order(marker),
                 deal_ids=result.duplicates[marker],
             )
 
         records = await store.read_stream(marker)
         state = fold(marker, records)
+        bound = log.bind(
+            **_about_order(marker),
+            position=records[-1].position if records else None,
+            deal_id=deal_id,
+        )
         if state.deal_id == deal_id:
             result.already += 1
             continue
         if state.deal_id is not None:
             result.conflicts[marker] = (state.deal_id, deal_id)
-            log.warning(
+            bound.warning(
                 "the log links another deal",
-                stream=marker,
                 deal_id=state.deal_id,
                 crm_deal_id=deal_id,
             )
             continue
 
         event = DealRelinked(marker=marker, deal_id=deal_id, deal=deal_as_sent(oldest))
-        await store.append([StreamAppend(marker, state.version, [event])])
-        log.info("deal relinked", stream=marker, deal_id=deal_id)
+        [recorded] = await store.append([StreamAppend(marker, state.version, [event])])
+        bound.info("deal relinked", position=recorded.position)
         result.linked += 1
 
+    log.info(
+        "relink finished",
+        linked=result.linked,
+        already=result.already,
+        duplicates=len(result.duplicates),
+        conflicts=len(result.conflicts),
+    )
     return result
+
+
+def _about_order(marker: str) -> dict[str, Any]:
+    """The site, order and stream a marker names, for a log line about it."""
+    site, _, order = marker.partition(":")
+    order_id = order.removeprefix("quick-")
+    return {
+        "site": site,
+        "order_id": int(order_id) if order_id.isdigit() else order,
+        "stream": marker,
+    }
 
 
 def _marker(deal: dict[str, Any], marker_field: str) -> str | None:

@@ -121,6 +121,27 @@ async def test_mid_edit_and_unreadable_orders_are_named_in_full(
         assert isinstance(line["position"], int), line
 
 
+async def test_relink_names_each_order_and_sums_up(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """relink on a new log: each deal relinked names its order; one summary."""
+    config = await synced(shops, sandbox.url, tmp_path, "model")
+    edit(config, 'url = "sqlite:///events.db"', 'url = "sqlite:///restored.db"')
+
+    relinked = await ocsync(config, "relink")
+
+    assert relinked.code == 0, relinked.err
+    lines = json_lines(relinked.err)
+    found = [line for line in lines if line["event"] == "deal relinked"]
+    assert len(found) == 14
+    for line in found:
+        missing = [name for name in ORDER_FIELDS if line.get(name) is None]
+        assert not missing, (missing, line)
+        assert line["stream"] == f"{line['site']}:{line['order_id']}", line
+    [summary] = [line for line in lines if line["event"] == "relink finished"]
+    assert (summary["linked"], summary["already"]) == (14, 0)
+
+
 async def test_crm_lines_carry_the_deal_the_status_and_the_attempt(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
