@@ -23,6 +23,7 @@ from tests.e2e_support import (
     write_settings,
 )
 from tests.orders_md import ShownOrder, shown_amount, shown_orders
+from tests.test_replay import log_position, site_block
 
 
 async def query(shop: OpenCartShop, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -157,6 +158,7 @@ async def test_a_second_run_creates_nothing(
     config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
     first, _ = await run_ocsync(config, "run", "--once")
     before = await deals_by_marker(sandbox.url)
+    position = await log_position(tmp_path)
 
     second, log = await run_ocsync(config, "run", "--once")
     after = await deals_by_marker(sandbox.url)
@@ -166,6 +168,28 @@ async def test_a_second_run_creates_nothing(
         m: d["id"] for m, d in before.items()
     }
     assert '"created": 0' in log
+    assert await log_position(tmp_path) == position, "the second run appended"
+
+
+async def test_c10_a_history_row_alone_moves_the_deal_to_the_mapped_stage(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """C10: status 1 -> 3 as a new history row, date_modified still: stage 13."""
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+    site_block(config, "site_a", 'stages = { "1" = 11, "3" = 13 }')
+    first, log = await run_ocsync(config, "run", "--once")
+    placed = (await deals_by_marker(sandbox.url))["site_a:2"]
+
+    await shops["site_a"].add_history(
+        2, 3, at="2026-12-03 19:30:00", move_modified=False
+    )
+    second, log = await run_ocsync(config, "run", "--once")
+    moved = (await deals_by_marker(sandbox.url))["site_a:2"]
+
+    assert (first, second) == (0, 0), log
+    assert placed["stage"]["id"] == 11
+    assert moved["id"] == placed["id"]
+    assert moved["stage"]["id"] == 13
 
 
 async def test_an_unreachable_crm_fails_the_run_and_loses_nothing(
