@@ -84,18 +84,19 @@ async def test_audit_json_tells_a_changed_order_from_capture_to_correction(
 async def test_an_unknown_order_exits_1_and_says_so(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
-    """No such stream (or a catalogue stream): exit 1, a message, no output."""
+    """No such order: exit 1; a catalogue stream or a bare number: exit 2."""
     config = await synced(shops, sandbox.url, tmp_path, "model")
 
     missing = await ocsync(config, "audit", "site_a:404")
     article = await ocsync(config, "audit", "article:TS-01", "--json")
     unsplit = await ocsync(config, "audit", "17")
 
-    for ran in (missing, article, unsplit):
-        assert ran.code == 1, ran.err
-        assert ran.out == ""
+    assert missing.code == 1, missing.err
     assert "no order 'site_a:404' in the event log" in missing.err
-    assert "SITE:ORDER_ID" in unsplit.err
+    # A catalogue stream is no order; `17` names no site at all.
+    assert article.code == 2 and "'article:TS-01' is not SITE:ORDER_ID" in article.err
+    assert unsplit.code == 2 and "'17' is not SITE:ORDER_ID" in unsplit.err
+    assert (missing.out, article.out, unsplit.out) == ("", "", "")
 
 
 async def test_a_timeline_lists_changes_failures_and_the_deal(
