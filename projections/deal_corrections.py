@@ -7,7 +7,8 @@ the deal's current lines are read, the ones ocsync sent are removed
 (`_destroy`, *schema* grade) and the right ones added; lines a manager added by
 hand stay. Where replacing lines misbehaves, `deals.line_update = "comment"`
 leaves the lines as they are and adds a comment listing the right ones
-instead. The stage moves only when the shop's status changed.
+instead. The stage moves only when the shop's status changed to one the site's
+`stages` map names.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def deal_changes(
     # 0: the status the deal was last synced at is unknown (a deal relinked
     # from the CRM): leave the stage to the managers until it changes.
     if state.sent_status and status != state.sent_status:
-        stage_id = site.stage_for(status)
+        # Only a mapped status names a stage: the site's first stage is where
+        # a new deal starts, not where an unmapped status sends a deal back.
+        stage_id = site.stages.get(str(status))
         if stage_id is not None:
             changes["stage_id"] = stage_id
         if status in site.failed_statuses:

@@ -36,12 +36,13 @@ def corrections_settings(tmp_path: Path, url: str, **site: Any) -> Settings:
 
 
 async def synced(
-    crm: Crm, store: EventStore, tmp_path: Path, snapshot: OrderSnapshot
+    crm: Crm, store: EventStore, tmp_path: Path, snapshot: OrderSnapshot, **site: Any
 ) -> tuple[DealProjection, KeepinCRMClient, int]:
     """A deal already made for the snapshot; the projection and its deal id."""
     url = await crm.serve()
     client = crm.client(url)
-    deals = DealProjection(store, client, corrections_settings(tmp_path, url))
+    settings = corrections_settings(tmp_path, url, **site)
+    deals = DealProjection(store, client, settings)
     await place(store, snapshot)
     await deals.run_once()
     [summary] = [deal async for deal in client.list_deals()]
@@ -187,3 +188,18 @@ async def test_running_again_after_a_correction_sends_nothing(
 
     assert result.updated == 0
     assert await store.last_position() == after_first
+
+
+async def test_a_change_to_an_unmapped_status_leaves_the_stage(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Status 1 -> 5 (not in the map): the stage a manager chose stays."""
+    original = factories.snapshot()
+    deals, client, deal_id = await synced(crm, store, tmp_path, original, stage_id=100)
+    await client.update_deal(deal_id, {"stage_id": 150})
+
+    await place(store, with_status(original, 5))
+    await deals.run_once()
+    deal = await client.get_deal(deal_id)
+
+    assert deal["stage"]["id"] == 150
