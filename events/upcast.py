@@ -23,7 +23,17 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (event type, the schema version it reads) -> upcaster. When a type's version
 # goes from n to n+1, add its ("Type", n) entry here; the entries of earlier
 # versions stay, so a payload of any age reaches the current shape.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _line_ids_unknown(fields: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of DealCreated and DealUpdated: the lines' CRM ids were not kept."""
+    return {**fields, "line_ids": None}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("DealCreated", 1): _line_ids_unknown,
+    ("DealUpdated", 1): _line_ids_unknown,
+}
 
 # The tag msgspec writes into every payload (the Struct's `tag_field`).
 _TAG = "type"

@@ -3,17 +3,20 @@
 The same step serves a replay after a settings fix: the deal as last sent is
 compared with the deal the newest snapshot should be, and only the owned fields
 that differ are sent (`PATCH /agreements/{id}`). Lines change by their CRM ids:
-the deal's current lines are read, the ones ocsync sent are removed
-(`_destroy`, *schema* grade) and the right ones added; lines a manager added by
-hand stay. Where replacing lines misbehaves, `deals.line_update = "comment"`
-leaves the lines as they are and adds a comment listing the right ones
-instead. The stage moves only when the shop's status changed to one the site's
-`stages` map names.
+the deal's current lines are read, the ones ocsync made are removed
+(`_destroy`, *schema* grade) and the right ones added; the deal is read back
+and the new lines' ids recorded, so that lines a manager added by hand stay,
+even when they carry the same article as one of ocsync's. Where replacing
+lines misbehaves, `deals.line_update = "comment"` leaves the lines as they
+are and adds a comment listing the right ones instead. The stage moves only
+when the shop's status changed to one the site's `stages` map names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import structlog
@@ -96,10 +99,12 @@ async def correct_deal(
     note = None
     if diff.lines_changed and line_update == "comment":
         note = lines_note(desired)
+    before: list[int] = []
+    line_ids = None
     try:
         if diff.lines_changed and note is None:
-            changes["jobs_attributes"] = await _line_changes(
-                crm, deal_id, diff.old_lines or [], desired
+            changes["jobs_attributes"], before = await _line_changes(
+                crm, state, diff.old_lines or [], desired
             )
         if not changes and note is None:
             await store.set_checkpoints(checkpoints)
@@ -108,6 +113,8 @@ async def correct_deal(
         # nothing twice, where a comment sent again would be a second one.
         if changes:
             await crm.update_deal(deal_id, changes)
+        if "jobs_attributes" in changes:
+            line_ids = await read_line_ids(crm, deal_id, besides=before, log=log)
         if note is not None:
             # A run cut off after the CRM took the comment sends it again:
             # the deal then shows it already, and a second copy is not added.
@@ -156,6 +163,7 @@ async def correct_deal(
             status=200,
             source_position=state.snapshot_position,
             order_status=snapshot.status_id,
+            line_ids=line_ids,
         ),
         checkpoints,
     )
@@ -187,22 +195,130 @@ def lines_note(desired: Deal) -> str:
     return "\n".join(rows)
 
 
-async def _line_changes(
-    crm: KeepinCRMClient, deal_id: int, sent_lines: list[dict[str, Any]], desired: Deal
-) -> list[dict[str, Any]]:
-    """Remove the lines ocsync sent, add the right ones; hand-made lines stay.
+async def read_line_ids(
+    crm: KeepinCRMClient,
+    deal_id: int,
+    *,
+    besides: Collection[int] = (),
+    log: structlog.typing.FilteringBoundLogger,
+) -> list[int] | None:
+    """The CRM ids of the deal's lines but `besides`: the lines ocsync just sent.
 
-    Lines with the articles about to be sent count as ocsync's too: a pass cut
-    off after the CRM took its lines, but before the log recorded them, must
-    not leave those lines twice when it runs again.
+    Read after the CRM took them; None when the deal cannot be read back or a
+    line shows no id. The lines are in the CRM either way: a later correction
+    then tells ocsync's lines by what they hold instead.
     """
-    ours = {
-        str((line.get("product_attributes") or {}).get("sku", ""))
-        for line in [*sent_lines, *desired.get("jobs_attributes", [])]
-    }
-    current = (await crm.get_deal(deal_id)).get("jobs") or []
-    stale = [int(job["id"]) for job in current if str(job.get("sku", "")) in ours]
-    return nested_line_changes(removed=stale, added=desired.get("jobs_attributes", []))
+    try:
+        jobs = (await crm.get_deal(deal_id)).get("jobs") or []
+    except KeepinCRMError as exc:
+        log.warning("deal lines not read back", deal_id=deal_id, error=str(exc))
+        return None
+    ids = [_line_id(job) for job in jobs]
+    if any(line_id is None for line_id in ids):
+        return None
+    return [
+        line_id for line_id in ids if line_id is not None and line_id not in besides
+    ]
+
+
+def ocsync_lines(
+    current: list[dict[str, Any]],
+    line_ids: list[int] | None,
+    sent_lines: list[dict[str, Any]],
+    desired_lines: list[dict[str, Any]],
+) -> list[int]:
+    """The ids of the deal's lines (`jobs`, all with ids) that ocsync made.
+
+    By the ids recorded when ocsync sent them; where none are known (a deal
+    relinked, or created before ids were kept), the lines holding what ocsync
+    sent (article, title, quantity, price), at most as many as it sent. When
+    some of ocsync's lines are gone, a pass was cut off after the CRM took a
+    correction but before the log recorded it: the lines it added are the
+    ones about to be sent, and count as ocsync's too, so that they are not
+    left twice.
+    """
+    if line_ids is not None:
+        known = set(line_ids)
+        ours = [job for job in current if _line_id(job) in known]
+        expected = len(known)
+    else:
+        ours = _holding(current, sent_lines)
+        expected = len(sent_lines)
+    if len(ours) < expected:
+        rest = [job for job in current if job not in ours]
+        ours += _holding(rest, desired_lines)
+    return [int(job["id"]) for job in ours]
+
+
+async def _line_changes(
+    crm: KeepinCRMClient,
+    state: OrderState,
+    sent_lines: list[dict[str, Any]],
+    desired: Deal,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Remove the lines ocsync made, add the right ones; hand-made lines stay.
+
+    Also answers the ids of every line the deal held before, to tell the
+    added lines when the deal is read back.
+    """
+    assert state.deal_id is not None
+    current = (await crm.get_deal(state.deal_id)).get("jobs") or []
+    desired_lines = as_logged(desired).get("jobs_attributes") or []
+    stale = ocsync_lines(current, state.line_ids, sent_lines, desired_lines)
+    changes = nested_line_changes(
+        removed=stale, added=desired.get("jobs_attributes", [])
+    )
+    return changes, [int(job["id"]) for job in current]
+
+
+def _holding(
+    jobs: list[dict[str, Any]], lines: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The CRM lines that hold one of `lines` each, at most one per line."""
+    wanted = Counter(_sent_key(line) for line in lines)
+    found = []
+    for job in jobs:
+        key = _job_key(job)
+        if wanted[key] > 0:
+            wanted[key] -= 1
+            found.append(job)
+    return found
+
+
+def _sent_key(line: dict[str, Any]) -> tuple[str, str, str, str]:
+    product = line.get("product_attributes") or {}
+    title = line.get("title") or product.get("title")
+    return (
+        str(product.get("sku") or ""),
+        str(title or ""),
+        _number(line.get("amount")),
+        _number(product.get("price")),
+    )
+
+
+def _job_key(job: dict[str, Any]) -> tuple[str, str, str, str]:
+    # The read shape: `jobs[{title, amount, sku, price}]`.
+    return (
+        str(job.get("sku") or ""),
+        str(job.get("title") or job.get("product_title") or ""),
+        _number(job.get("amount")),
+        _number(job.get("price")),
+    )
+
+
+def _number(value: Any) -> str:
+    """An amount as the same text however it was spelt (2, "2.00", 2.0)."""
+    try:
+        return f"{Decimal(str(value)).normalize():f}"
+    except InvalidOperation:
+        return str(value)
+
+
+def _line_id(job: Any) -> int | None:
+    line_id = job.get("id") if isinstance(job, dict) else None
+    if isinstance(line_id, int) and not isinstance(line_id, bool):
+        return line_id
+    return None
 
 
 async def _has_comment(crm: KeepinCRMClient, deal_id: int, note: str) -> bool:

@@ -33,6 +33,9 @@ class OrderState:
     # shop status of the snapshot it was built from.
     sent: dict[str, Any] | None = None
     sent_status: int = 0
+    # The CRM ids of the lines ocsync made (None: not known, e.g. a deal
+    # relinked by its marker): a correction removes those and no others.
+    line_ids: list[int] | None = None
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
     update_failure: DealUpdateFailed | None = None
@@ -59,10 +62,12 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal
                 state.sent_status = status
+                state.line_ids = None
                 state.unanswered_request = True
                 state.failure = None
-            case DealCreated(deal_id=deal_id):
+            case DealCreated(deal_id=deal_id, line_ids=line_ids):
                 state.deal_id = deal_id
+                state.line_ids = line_ids
                 state.unanswered_request = False
                 state.failure = None
             case DealCreateFailed() as failure:
@@ -70,15 +75,19 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 # A refusal is an answer; a lost answer is not.
                 if 0 < failure.status < 500 and failure.status != 429:
                     state.unanswered_request = False
-            case DealUpdated(deal=deal, order_status=status):
+            case DealUpdated(deal=deal, order_status=status) as updated:
                 state.sent = deal
                 state.sent_status = status
+                # Lines not replaced keep their ids; replaced ones have new.
+                if "jobs_attributes" in updated.changes:
+                    state.line_ids = updated.line_ids
                 state.update_failure = None
             case DealUpdateFailed() as failure:
                 state.update_failure = failure
             case DealRelinked(deal_id=deal_id, deal=deal):
                 state.deal_id = deal_id
                 state.sent = deal
+                state.line_ids = None
                 # The CRM's stage is a manager's now: keep it until the status
                 # changes from the one the snapshot has.
                 state.sent_status = state.snapshot.status_id if state.snapshot else 0

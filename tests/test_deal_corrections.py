@@ -12,16 +12,20 @@ from typing import Any
 from daemon.settings import CaptureSettings, CrmSettings, EventLogSettings, Settings
 from events import DealUpdated, EventStore
 from events.snapshot import OrderSnapshot
+from projections.deal_corrections import ocsync_lines
 from projections.deal_totals import is_service_article
 from projections.deals import DealProjection
 from projections.keepincrm.client import KeepinCRMClient
+from projections.replay import replay_deals
 from tests import factories
 from tests.projection_support import TOKEN, Crm, events_of, place
 
 STAGES = {"1": 101, "2": 102, "3": 103, "7": 107}
 
 
-def corrections_settings(tmp_path: Path, url: str, **site: Any) -> Settings:
+def corrections_settings(
+    tmp_path: Path, url: str, deals: dict[str, Any] | None = None, **site: Any
+) -> Settings:
     values: dict[str, Any] = {"stages": STAGES, "failed_statuses": (7,)}
     values.update(site)
     return Settings(
@@ -29,24 +33,29 @@ def corrections_settings(tmp_path: Path, url: str, **site: Any) -> Settings:
         event_log=EventLogSettings(),
         crm=CrmSettings(base_url=url, token=TOKEN),
         capture=CaptureSettings(),
-        deals=factories.deal_settings(client_match="never"),
+        deals=factories.deal_settings(client_match="never", **(deals or {})),
         sites=[factories.site(**values)],
         databases={},
     )
 
 
 async def synced(
-    crm: Crm, store: EventStore, tmp_path: Path, snapshot: OrderSnapshot, **site: Any
+    crm: Crm,
+    store: EventStore,
+    tmp_path: Path,
+    snapshot: OrderSnapshot,
+    deals: dict[str, Any] | None = None,
+    **site: Any,
 ) -> tuple[DealProjection, KeepinCRMClient, int]:
     """A deal already made for the snapshot; the projection and its deal id."""
     url = await crm.serve()
     client = crm.client(url)
-    settings = corrections_settings(tmp_path, url, **site)
-    deals = DealProjection(store, client, settings)
+    settings = corrections_settings(tmp_path, url, deals, **site)
+    projection = DealProjection(store, client, settings)
     await place(store, snapshot)
-    await deals.run_once()
+    await projection.run_once()
     [summary] = [deal async for deal in client.list_deals()]
-    return deals, client, int(summary["id"])
+    return projection, client, int(summary["id"])
 
 
 def products(deal: dict[str, Any]) -> list[tuple[str, int]]:
@@ -203,3 +212,58 @@ async def test_a_change_to_an_unmapped_status_leaves_the_stage(
     deal = await client.get_deal(deal_id)
 
     assert deal["stage"]["id"] == 150
+
+
+# An order line whose sku and model differ: the article follows the setting.
+SKU_LINE = factories.line(codes={"model": "TS-01", "sku": "TS-SKU"})
+
+
+async def test_a_managers_line_with_ocsyncs_article_survives_a_replay(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """sku -> model: ocsync's TS-SKU line is replaced, the manager's TS-SKU stays."""
+    snapshot = factories.snapshot(lines=[SKU_LINE])
+    _, client, deal_id = await synced(
+        crm, store, tmp_path, snapshot, {"article_fields": ("sku",)}
+    )
+    gift = {
+        "amount": 1,
+        "title": "Футболка в подарунок",
+        "product_attributes": {"sku": "TS-SKU", "title": "Футболка", "price": 0},
+    }
+    await client.update_deal(deal_id, {"jobs_attributes": [gift]})
+    url = crm.servers[0].make_url("/v1")
+    fixed = corrections_settings(tmp_path, str(url), {"article_fields": ("model",)})
+
+    result = await replay_deals(store, fixed, client)
+    deal = await client.get_deal(deal_id)
+
+    assert result.changed == 1
+    assert sorted(
+        (job["sku"], job["title"])
+        for job in deal["jobs"]
+        if not is_service_article(job["sku"])
+    ) == [("TS-01", "Футболка з логотипом"), ("TS-SKU", "Футболка в подарунок")]
+
+
+def test_without_recorded_ids_only_as_many_lines_as_were_sent_are_ocsyncs() -> None:
+    """No ids known: lines holding what ocsync sent, one per line sent, are its own."""
+    sent = [
+        {
+            "amount": 2,
+            "title": "Футболка",
+            "product_attributes": {
+                "sku": "TS-01",
+                "title": "Футболка",
+                "price": "15.00",
+            },
+        }
+    ]
+    current = [
+        {"id": 1, "sku": "TS-01", "title": "Футболка", "amount": 2, "price": 15},
+        {"id": 2, "sku": "TS-01", "title": "Футболка", "amount": 2, "price": 15},
+        {"id": 3, "sku": "TS-01", "title": "Футболка", "amount": 1, "price": 0},
+    ]
+
+    assert ocsync_lines(current, None, sent, []) == [1]
+    assert ocsync_lines(current, [2], sent, []) == [2]
