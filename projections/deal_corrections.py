@@ -32,7 +32,12 @@ from projections.keepincrm.client import (
     close_as_failed_fields,
     nested_line_changes,
 )
-from projections.keepincrm.errors import KeepinCRMError, PaymentRequired, Unauthorized
+from projections.keepincrm.errors import (
+    KeepinCRMError,
+    PaymentRequired,
+    Unauthorized,
+    UnexpectedAnswer,
+)
 from projections.order_state import OrderState
 
 Outcome = Literal["updated", "unchanged", "refused"]
@@ -50,6 +55,16 @@ class CorrectionFailed(Exception):
     def __init__(self, error: KeepinCRMError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class LinesWithoutIds(UnexpectedAnswer):
+    """The CRM shows a deal's lines without `id`: they cannot be replaced.
+
+    The API notes list the read shape as `jobs[{title,amount,sku,price}]`;
+    whether the live CRM answers line ids is unconfirmed. Sending the new
+    lines without removing the old ones would leave both, so the correction
+    is refused for good, and the operator told how to go on.
+    """
 
 
 def deal_changes(
@@ -127,19 +142,21 @@ async def correct_deal(
     except KeepinCRMError as exc:
         if exc.retryable:
             raise CorrectionFailed(exc) from exc
-        log.warning("deal correction refused", deal_id=deal_id, status=exc.status)
-        await _append(
-            store,
-            state,
-            DealUpdateFailed(
-                marker=state.stream,
-                deal_id=deal_id,
-                status=exc.status,
-                error=str(exc),
-                retryable=False,
-            ),
-            checkpoints,
+        log.warning(
+            "deal correction refused",
+            deal_id=deal_id,
+            status=exc.status,
+            error=str(exc),
         )
+        failure = DealUpdateFailed(
+            marker=state.stream,
+            deal_id=deal_id,
+            status=exc.status,
+            error=str(exc),
+            retryable=False,
+        )
+        await _append(store, state, failure, checkpoints)
+        state.update_failure = failure
         return "refused"
 
     log.info(
@@ -263,6 +280,14 @@ async def _line_changes(
     """
     assert state.deal_id is not None
     current = (await crm.get_deal(state.deal_id)).get("jobs") or []
+    if any(_line_id(job) is None for job in current):
+        raise LinesWithoutIds(
+            f"{state.stream}: deal {state.deal_id}: the CRM shows its lines without"
+            " an id (jobs[].id), so they cannot be replaced without doubling them;"
+            ' set deals.line_update = "comment" in the settings, then'
+            f" `ocsync retry {state.stream}` or `ocsync replay deals`",
+            status=200,
+        )
     desired_lines = as_logged(desired).get("jobs_attributes") or []
     stale = ocsync_lines(current, state.line_ids, sent_lines, desired_lines)
     changes = nested_line_changes(

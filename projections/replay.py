@@ -80,6 +80,8 @@ class DealCorrection:
     # planned (a dry run), updated, refused by the CRM (DealUpdateFailed), or
     # failed: the CRM did not answer, nothing recorded.
     outcome: Literal["planned", "updated", "refused", "failed"] = "planned"
+    # Why it was refused, as recorded.
+    error: str | None = None
 
 
 @dataclass
@@ -370,6 +372,8 @@ def render_deals_replay(result: DealsReplay) -> str:
             f"{correction.stream}  deal {correction.deal_id}  {verb}"
             f"  (snapshot at position {correction.position})"
         )
+        if correction.error is not None:
+            out.append(f"  error: {correction.error}")
         for name, (old, new) in correction.fields.items():
             out.append(f"  {name}: {_value(old)} -> {_value(new)}")
         if correction.new_lines is not None:
@@ -479,6 +483,8 @@ async def _replay_one(
             )
             raise CrmUnavailable(str(exc)) from exc
     correction.outcome = "refused" if outcome == "refused" else "updated"
+    if outcome == "refused" and state.update_failure is not None:
+        correction.error = state.update_failure.error
 
 
 async def _check_account(crm: KeepinCRMClient) -> None:

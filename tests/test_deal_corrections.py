@@ -6,16 +6,21 @@ by hand, and lines a manager added, are left alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
 from daemon.settings import CaptureSettings, CrmSettings, EventLogSettings, Settings
-from events import DealUpdated, EventStore
+from events import DealUpdated, DealUpdateFailed, EventStore
 from events.snapshot import OrderSnapshot
 from projections.deal_corrections import ocsync_lines
 from projections.deal_totals import is_service_article
 from projections.deals import DealProjection
 from projections.keepincrm.client import KeepinCRMClient
+from projections.parked import parked_orders
 from projections.replay import replay_deals
 from tests import factories
 from tests.projection_support import TOKEN, Crm, events_of, place
@@ -267,3 +272,48 @@ def test_without_recorded_ids_only_as_many_lines_as_were_sent_are_ocsyncs() -> N
 
     assert ocsync_lines(current, None, sent, []) == [1]
     assert ocsync_lines(current, [2], sent, []) == [2]
+
+
+@web.middleware
+async def jobs_without_ids(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """Answer deals in the read shape of the API notes: lines carry no `id`."""
+    response = await handler(request)
+    if request.method != "GET" or not isinstance(response, web.Response):
+        return response
+    assert response.body is not None and isinstance(response.body, bytes)
+    shown = json.loads(response.body)
+    if isinstance(shown, dict) and isinstance(shown.get("jobs"), list):
+        for job in shown["jobs"]:
+            job.pop("id", None)
+    return web.json_response(shown, status=response.status)
+
+
+async def test_lines_without_ids_refuse_the_correction_and_the_run_goes_on(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """No jobs[].id: the correction is parked, naming the deal and the way out."""
+    url = await crm.serve(middlewares=[jobs_without_ids])
+    client = crm.client(url)
+    settings = corrections_settings(tmp_path, url)
+    deals = DealProjection(store, client, settings)
+    await place(store, factories.snapshot())
+    await deals.run_once()
+    [summary] = [deal async for deal in client.list_deals()]
+
+    await place(store, factories.snapshot(lines=[factories.line(quantity=2)]))
+    await place(store, factories.snapshot(order_id=2))
+    result = await deals.run_once()
+    deal = await client.get_deal(int(summary["id"]))
+    [failure] = [
+        e for e in await events_of(store, "site_a:1") if isinstance(e, DealUpdateFailed)
+    ]
+    [parked] = await parked_orders(store, settings)
+
+    assert (result.parked, result.created) == (1, 1)
+    assert products(deal) == [("TS-01", 1)]
+    assert f"site_a:1: deal {summary['id']}" in failure.error
+    assert 'deals.line_update = "comment"' in failure.error
+    assert not failure.retryable
+    assert (parked.stream, parked.kind) == ("site_a:1", "correction")
