@@ -77,6 +77,12 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     is compared with); `changes` is the PATCH body that was sent. When the
     lines were replaced (`jobs_attributes` in `changes`), `line_ids` (v2) are
     the CRM ids of the lines ocsync added, read back; None when not known.
+
+    From v3, `deal["jobs_attributes"]` are the lines the CRM holds: when they
+    were left alone (`deals.line_update = "comment"`), the lines as before, and
+    `commented_lines` the right ones the correction comment listed. An event
+    upcast from v2 with a comment has no `jobs_attributes` in `deal`: its
+    lines are those of the event before.
     """
 
     marker: str
@@ -87,6 +93,7 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     source_position: int
     order_status: int = 0
     line_ids: list[int] | None = None
+    commented_lines: list[dict[str, Any]] | None = None
 
 
 class DealUpdateFailed(_Event, frozen=True, kw_only=True):
@@ -146,7 +153,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "DealRequested": 1,
     "DealCreated": 2,
     "DealCreateFailed": 1,
-    "DealUpdated": 2,
+    "DealUpdated": 3,
     "DealUpdateFailed": 1,
     "RetryRequested": 1,
     "DealRelinked": 1,

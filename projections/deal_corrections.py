@@ -26,7 +26,13 @@ from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
 from events.types import DealUpdated, DealUpdateFailed
 from projections.deal import Deal
-from projections.deal_changes import as_logged, changed_scalars, deal_diff
+from projections.deal_changes import (
+    DealDiff,
+    as_logged,
+    changed_scalars,
+    comparable,
+    deal_diff,
+)
 from projections.keepincrm.client import (
     KeepinCRMClient,
     close_as_failed_fields,
@@ -111,13 +117,14 @@ async def correct_deal(
 
     changes = deal_changes(state, desired, snapshot, site)
     diff = deal_diff(state.sent or {}, desired)
+    fix_lines = lines_to_fix(state, diff, line_update)
     note = None
-    if diff.lines_changed and line_update == "comment":
+    if fix_lines and line_update == "comment":
         note = lines_note(desired)
     before: list[int] = []
     line_ids = None
     try:
-        if diff.lines_changed and note is None:
+        if fix_lines and note is None:
             changes["jobs_attributes"], before = await _line_changes(
                 crm, state, diff.old_lines or [], desired
             )
@@ -166,25 +173,45 @@ async def correct_deal(
         fields=sorted(
             name for name in changes if name not in ("jobs_attributes", COMMENT_ADDED)
         ),
-        lines=diff.lines_changed,
-        line_update=line_update if diff.lines_changed else None,
+        lines=fix_lines,
+        line_update=line_update if fix_lines else None,
     )
+    # What the CRM now holds: the lines change only when they were sent.
+    recorded = dict(desired)
+    if "jobs_attributes" not in changes:
+        recorded["jobs_attributes"] = (state.sent or {}).get("jobs_attributes", [])
     await _append(
         store,
         state,
         DealUpdated(
             marker=state.stream,
             deal_id=deal_id,
-            deal=desired,
+            deal=recorded,
             changes=changes,
             status=200,
             source_position=state.snapshot_position,
             order_status=snapshot.status_id,
             line_ids=line_ids,
+            commented_lines=desired.get("jobs_attributes") if note else None,
         ),
         checkpoints,
     )
     return "updated"
+
+
+def lines_to_fix(state: OrderState, diff: DealDiff, line_update: LineUpdate) -> bool:
+    """Whether the deal's lines need the `line_update` step.
+
+    They do when they differ from the right ones, unless (with `comment`) a
+    correction comment already lists exactly those: the lines the CRM keeps
+    are recorded as they are, so a later `replace` still corrects them.
+    """
+    if not diff.lines_changed:
+        return False
+    if line_update == "comment" and state.commented_lines is not None:
+        listed = comparable({"jobs_attributes": state.commented_lines})
+        return listed != comparable({"jobs_attributes": diff.new_lines})
+    return True
 
 
 def lines_note(desired: Deal) -> str:

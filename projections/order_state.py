@@ -36,6 +36,9 @@ class OrderState:
     # The CRM ids of the lines ocsync made (None: not known, e.g. a deal
     # relinked by its marker): a correction removes those and no others.
     line_ids: list[int] | None = None
+    # The right lines a correction comment listed while the CRM kept `sent`'s
+    # (`deals.line_update = "comment"`); None when none is pending.
+    commented_lines: list[dict[str, Any]] | None = None
     unanswered_request: bool = False
     failure: DealCreateFailed | None = None
     update_failure: DealUpdateFailed | None = None
@@ -63,6 +66,7 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.sent = deal
                 state.sent_status = status
                 state.line_ids = None
+                state.commented_lines = None
                 state.unanswered_request = True
                 state.failure = None
             case DealCreated(deal_id=deal_id, line_ids=line_ids):
@@ -75,12 +79,15 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 # A refusal is an answer; a lost answer is not.
                 if 0 < failure.status < 500 and failure.status != 429:
                     state.unanswered_request = False
-            case DealUpdated(deal=deal, order_status=status) as updated:
-                state.sent = deal
+            case DealUpdated(order_status=status) as updated:
+                state.sent = deal_after(state.sent, updated)
                 state.sent_status = status
                 # Lines not replaced keep their ids; replaced ones have new.
                 if "jobs_attributes" in updated.changes:
                     state.line_ids = updated.line_ids
+                    state.commented_lines = None
+                if updated.commented_lines is not None:
+                    state.commented_lines = updated.commented_lines
                 state.update_failure = None
             case DealUpdateFailed() as failure:
                 state.update_failure = failure
@@ -88,6 +95,7 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.deal_id = deal_id
                 state.sent = deal
                 state.line_ids = None
+                state.commented_lines = None
                 # The CRM's stage is a manager's now: keep it until the status
                 # changes from the one the snapshot has.
                 state.sent_status = state.snapshot.status_id if state.snapshot else 0
@@ -97,3 +105,14 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.failure = None
                 state.update_failure = None
     return state
+
+
+def deal_after(sent: dict[str, Any] | None, updated: DealUpdated) -> dict[str, Any]:
+    """The deal as it stands after `updated`, given the deal before it.
+
+    An event upcast from v2 with a correction comment carries no lines: the
+    CRM kept the ones it had.
+    """
+    if "jobs_attributes" in updated.deal:
+        return updated.deal
+    return {**updated.deal, "jobs_attributes": (sent or {}).get("jobs_attributes", [])}

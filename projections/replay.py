@@ -23,13 +23,18 @@ from typing import Any, Literal
 
 import structlog
 
-from daemon.settings import Settings, SiteSettings
+from daemon.settings import LineUpdate, Settings, SiteSettings
 from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
 from events.types import CatalogueLinked, OrderChanged, OrderPlaced, article_stream
 from projections.deal import deal_for, line_article
 from projections.deal_changes import deal_diff
-from projections.deal_corrections import CorrectionFailed, correct_deal, deal_changes
+from projections.deal_corrections import (
+    CorrectionFailed,
+    correct_deal,
+    deal_changes,
+    lines_to_fix,
+)
 from projections.deals import CrmUnavailable
 from projections.errors import DealMappingError, ProjectionError
 from projections.keepincrm.client import KeepinCRMClient
@@ -168,14 +173,18 @@ async def replay_deals(
 
 
 def planned_correction(
-    state: OrderState, desired: dict[str, Any], site: SiteSettings
+    state: OrderState,
+    desired: dict[str, Any],
+    site: SiteSettings,
+    line_update: LineUpdate = "replace",
 ) -> DealCorrection | None:
     """What correcting the deal would change, or None; pure, sends nothing."""
     assert state.snapshot is not None and state.deal_id is not None
     sent = state.sent or {}
     diff = deal_diff(sent, desired)
     changes = deal_changes(state, desired, state.snapshot, site)
-    if not changes and not diff.lines_changed:
+    fix_lines = lines_to_fix(state, diff, line_update)
+    if not changes and not fix_lines:
         return None
 
     fields: dict[str, tuple[Any, Any]] = dict(diff.fields)
@@ -191,8 +200,8 @@ def planned_correction(
         deal_id=state.deal_id,
         position=state.snapshot_position,
         fields=fields,
-        old_lines=diff.old_lines,
-        new_lines=diff.new_lines,
+        old_lines=diff.old_lines if fix_lines else None,
+        new_lines=diff.new_lines if fix_lines else None,
     )
 
 
@@ -451,7 +460,7 @@ async def _replay_one(
         result.unmapped.append((state.stream, str(exc)))
         return
 
-    correction = planned_correction(state, desired, site)
+    correction = planned_correction(state, desired, site, settings.deals.line_update)
     if correction is None:
         result.unchanged += 1
         return

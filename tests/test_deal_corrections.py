@@ -317,3 +317,34 @@ async def test_lines_without_ids_refuse_the_correction_and_the_run_goes_on(
     assert 'deals.line_update = "comment"' in failure.error
     assert not failure.retryable
     assert (parked.stream, parked.kind) == ("site_a:1", "correction")
+
+
+async def test_commented_lines_are_still_corrected_by_a_later_replace_replay(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """comment, comment again (nothing sent), then replace: the lines are right."""
+    snapshot = factories.snapshot(lines=[SKU_LINE])
+    _, client, deal_id = await synced(
+        crm, store, tmp_path, snapshot, {"article_fields": ("sku",)}
+    )
+    url = str(crm.servers[0].make_url("/v1"))
+
+    def fixed(line_update: str) -> Settings:
+        deals = {"article_fields": ("model",), "line_update": line_update}
+        return corrections_settings(tmp_path, url, deals)
+
+    commented = await replay_deals(store, fixed("comment"), client)
+    after_comment = await client.get_deal(deal_id)
+    position = await store.last_position()
+    again = await replay_deals(store, fixed("comment"), client)
+    unchanged_position = await store.last_position()
+    replaced = await replay_deals(store, fixed("replace"), client)
+    after_replace = await client.get_deal(deal_id)
+
+    assert commented.changed == 1
+    assert products(after_comment) == [("TS-SKU", 1)]
+    assert len(after_comment["comments"]) == 1
+    assert (again.changed, unchanged_position) == (0, position)
+    assert replaced.changed == 1
+    assert products(after_replace) == [("TS-01", 1)]
+    assert len(after_replace["comments"]) == 1

@@ -24,6 +24,7 @@ from events import (
 )
 from events.types import encode
 from events.upcast import UPCASTERS, decode_stored
+from projections.order_state import deal_after
 
 V1_PAYLOAD = b'{"type":"CatalogueLinked","sku":"TEA-01","material_id":77}'
 
@@ -163,3 +164,20 @@ def test_deal_outcomes_written_before_line_ids_read_as_unknown_ids() -> None:
     )
     event = decode_stored("DealUpdated", 1, updated)
     assert isinstance(event, DealUpdated) and event.line_ids is None
+
+
+def test_a_v2_comment_correction_keeps_the_lines_the_crm_had() -> None:
+    """v2 recorded commented lines as sent; v3 keeps them apart, lines as before."""
+    line = {"amount": 1, "product_attributes": {"sku": "NEW"}}
+    updated = (
+        b'{"type":"DealUpdated","marker":"shop:1","deal_id":5,"deal":{"jobs_attributes":'
+        b'[{"amount":1,"product_attributes":{"sku":"NEW"}}]},"changes":'
+        b'{"comment_added":"ocsync: ..."},"status":200,"source_position":3}'
+    )
+    before = {"jobs_attributes": [{"amount": 1, "product_attributes": {"sku": "OLD"}}]}
+
+    event = decode_stored("DealUpdated", 2, updated)
+
+    assert isinstance(event, DealUpdated)
+    assert event.commented_lines == [line]
+    assert deal_after(before, event) == before
