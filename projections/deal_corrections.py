@@ -104,18 +104,22 @@ async def correct_deal(
     log: structlog.typing.FilteringBoundLogger,
     *,
     line_update: LineUpdate = "replace",
+    restage: int | None = None,
 ) -> Outcome:
     """Send what changed and record it; raises `CorrectionFailed` to retry later.
 
     `line_update` is `deals.line_update`: changed lines are replaced by their
     CRM ids, or left alone with a comment listing the right ones (recorded as
     `changes["comment_added"]`, so that the next pass sees them handled).
+    `restage` is a stage a replay moves the deal to after a stage map fix.
     """
     snapshot = state.snapshot
     assert snapshot is not None and state.deal_id is not None
     deal_id = state.deal_id
 
     changes = deal_changes(state, desired, snapshot, site)
+    if restage is not None:
+        changes.setdefault("stage_id", restage)
     diff = deal_diff(state.sent or {}, desired)
     fix_lines = lines_to_fix(state, diff, line_update)
     note = None
@@ -197,6 +201,24 @@ async def correct_deal(
         checkpoints,
     )
     return "updated"
+
+
+def stage_map_fix(state: OrderState, site: SiteSettings) -> int | None:
+    """The stage today's map gives the order's status, when a replay may move it.
+
+    Only when the status is the one last synced (a status change moves the
+    stage anyway), the map names it, and it differs from the stage ocsync
+    last sent; the caller then moves the deal only if its stage in the CRM is
+    still that one, never a stage a manager chose.
+    """
+    assert state.snapshot is not None
+    status = state.snapshot.status_id
+    if not state.sent_status or status != state.sent_status:
+        return None
+    mapped = site.stages.get(str(status))
+    if mapped is None or state.sent_stage is None or mapped == state.sent_stage:
+        return None
+    return mapped
 
 
 def lines_to_fix(state: OrderState, diff: DealDiff, line_update: LineUpdate) -> bool:

@@ -33,6 +33,9 @@ class OrderState:
     # shop status of the snapshot it was built from.
     sent: dict[str, Any] | None = None
     sent_status: int = 0
+    # The stage ocsync last sent (None: none, or the deal was relinked and its
+    # stage is the managers').
+    sent_stage: int | None = None
     # The CRM ids of the lines ocsync made (None: not known, e.g. a deal
     # relinked by its marker): a correction removes those and no others.
     line_ids: list[int] | None = None
@@ -65,6 +68,7 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case DealRequested(deal=deal, order_status=status):
                 state.sent = deal
                 state.sent_status = status
+                state.sent_stage = _stage(deal.get("stage_id"))
                 state.line_ids = None
                 state.commented_lines = None
                 state.unanswered_request = True
@@ -82,6 +86,8 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
             case DealUpdated(order_status=status) as updated:
                 state.sent = deal_after(state.sent, updated)
                 state.sent_status = status
+                if "stage_id" in updated.changes:
+                    state.sent_stage = _stage(updated.changes["stage_id"])
                 # Lines not replaced keep their ids; replaced ones have new.
                 if "jobs_attributes" in updated.changes:
                     state.line_ids = updated.line_ids
@@ -96,6 +102,7 @@ def fold(stream: str, records: list[RecordedEvent]) -> OrderState:
                 state.sent = deal
                 state.line_ids = None
                 state.commented_lines = None
+                state.sent_stage = None
                 # The CRM's stage is a manager's now: keep it until the status
                 # changes from the one the snapshot has.
                 state.sent_status = state.snapshot.status_id if state.snapshot else 0
@@ -116,3 +123,7 @@ def deal_after(sent: dict[str, Any] | None, updated: DealUpdated) -> dict[str, A
     if "jobs_attributes" in updated.deal:
         return updated.deal
     return {**updated.deal, "jobs_attributes": (sent or {}).get("jobs_attributes", [])}
+
+
+def _stage(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -34,6 +34,7 @@ from projections.deal_corrections import (
     correct_deal,
     deal_changes,
     lines_to_fix,
+    stage_map_fix,
 )
 from projections.deals import CrmUnavailable
 from projections.errors import DealMappingError, ProjectionError
@@ -87,6 +88,18 @@ class DealCorrection:
     outcome: Literal["planned", "updated", "refused", "failed"] = "planned"
     # Why it was refused, as recorded.
     error: str | None = None
+    # The stage a fixed stage map moves the deal to (the status is unchanged).
+    restage: int | None = None
+
+
+@dataclass(frozen=True)
+class StageLeft:
+    """A deal a fixed stage map would move, left where a manager moved it."""
+
+    stream: str
+    deal_id: int
+    crm_stage: int | None
+    mapped: int
 
 
 @dataclass
@@ -100,6 +113,7 @@ class DealsReplay:
     skipped: list[str] = field(default_factory=list)
     # (stream, reason): orders today's settings cannot map; their deal stays.
     unmapped: list[tuple[str, str]] = field(default_factory=list)
+    stages_left: list[StageLeft] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -124,10 +138,12 @@ async def replay_deals(
     """Correct every deal whose order maps differently under today's settings.
 
     `site` limits the replay to one site, `from_position` to orders whose
-    newest snapshot is at or after that position. A dry run needs no `crm`:
-    it sends nothing and appends nothing. Raises `UncapturedData` before
-    anything is sent, and `CrmUnavailable` when the CRM cannot be reached
-    (what was corrected until then is recorded; run the replay again).
+    newest snapshot is at or after that position. A dry run sends nothing and
+    appends nothing; given a `crm`, it reads the deals a fixed stage map would
+    move, to tell which a manager moved (without one, it cannot tell).
+    Raises `UncapturedData` before anything is sent, and `CrmUnavailable`
+    when the CRM cannot be reached (what was corrected until then is
+    recorded; run the replay again).
     """
     if crm is None and not dry_run:
         raise ValueError("a replay that sends needs a CRM client")
@@ -184,7 +200,8 @@ def planned_correction(
     diff = deal_diff(sent, desired)
     changes = deal_changes(state, desired, state.snapshot, site)
     fix_lines = lines_to_fix(state, diff, line_update)
-    if not changes and not fix_lines:
+    restage = None if "stage_id" in changes else stage_map_fix(state, site)
+    if not changes and not fix_lines and restage is None:
         return None
 
     fields: dict[str, tuple[Any, Any]] = dict(diff.fields)
@@ -194,7 +211,10 @@ def planned_correction(
     # The stage (and a failed close) follow a status change, not a field.
     for name, new in changes.items():
         if name not in diff.fields and name != "custom_fields":
-            fields[name] = (sent.get(name), new)
+            old = state.sent_stage if name == "stage_id" else sent.get(name)
+            fields[name] = (old, new)
+    if restage is not None:
+        fields["stage_id"] = (state.sent_stage, restage)
     return DealCorrection(
         stream=state.stream,
         deal_id=state.deal_id,
@@ -202,6 +222,7 @@ def planned_correction(
         fields=fields,
         old_lines=diff.old_lines if fix_lines else None,
         new_lines=diff.new_lines if fix_lines else None,
+        restage=restage,
     )
 
 
@@ -389,6 +410,11 @@ def render_deals_replay(result: DealsReplay) -> str:
             out.append("  lines:")
             out.extend(f"    old  {line_text(x)}" for x in correction.old_lines or [])
             out.extend(f"    new  {line_text(x)}" for x in correction.new_lines)
+    for left in result.stages_left:
+        out.append(
+            f"{left.stream}  deal {left.deal_id}  stage left: moved by a manager"
+            f" (stage {_value(left.crm_stage)} in the CRM, {left.mapped} by the map)"
+        )
     for stream, reason in result.unmapped:
         out.append(f"{stream}  not replayed: {reason}")
 
@@ -398,6 +424,8 @@ def render_deals_replay(result: DealsReplay) -> str:
         summary += f", {len(result.refused)} refused by the CRM"
     if result.unmapped:
         summary += f", {len(result.unmapped)} not mappable"
+    if result.stages_left:
+        summary += f", {len(result.stages_left)} stages left: moved by a manager"
     summary += (
         f"; {len(result.skipped)} orders skipped: no deal yet"
         " (`ocsync run` creates those)"
@@ -464,6 +492,23 @@ async def _replay_one(
     if correction is None:
         result.unchanged += 1
         return
+    if correction.restage is not None and crm is not None:
+        assert state.deal_id is not None
+        crm_stage = await _crm_stage(crm, state.deal_id)
+        if crm_stage != state.sent_stage:
+            bound.info(
+                "stage left: moved by a manager",
+                crm_stage=crm_stage,
+                stage_id=correction.restage,
+            )
+            result.stages_left.append(
+                StageLeft(state.stream, state.deal_id, crm_stage, correction.restage)
+            )
+            del correction.fields["stage_id"]
+            correction.restage = None
+            if not correction.fields and correction.new_lines is None:
+                result.unchanged += 1
+                return
     result.corrections.append(correction)
     if crm is None or result.dry_run:
         return
@@ -481,6 +526,7 @@ async def _replay_one(
                 {},
                 bound,
                 line_update=settings.deals.line_update,
+                restage=correction.restage,
             )
         except CorrectionFailed as exc:
             correction.outcome = "failed"
@@ -494,6 +540,17 @@ async def _replay_one(
     correction.outcome = "refused" if outcome == "refused" else "updated"
     if outcome == "refused" and state.update_failure is not None:
         correction.error = state.update_failure.error
+
+
+async def _crm_stage(crm: KeepinCRMClient, deal_id: int) -> int | None:
+    """The deal's stage in the CRM now (read shape `stage{id,name}`)."""
+    try:
+        deal = await crm.get_deal(deal_id)
+    except KeepinCRMError as exc:
+        raise CrmUnavailable(str(exc)) from exc
+    stage = deal.get("stage")
+    stage_id = stage.get("id") if isinstance(stage, dict) else deal.get("stage_id")
+    return stage_id if isinstance(stage_id, int) else None
 
 
 async def _check_account(crm: KeepinCRMClient) -> None:

@@ -21,7 +21,7 @@ from projections.deal_totals import is_service_article
 from projections.deals import DealProjection
 from projections.keepincrm.client import KeepinCRMClient
 from projections.parked import parked_orders
-from projections.replay import replay_deals
+from projections.replay import render_deals_replay, replay_deals
 from tests import factories
 from tests.projection_support import TOKEN, Crm, events_of, place
 
@@ -348,3 +348,39 @@ async def test_commented_lines_are_still_corrected_by_a_later_replace_replay(
     assert replaced.changed == 1
     assert products(after_replace) == [("TS-01", 1)]
     assert len(after_replace["comments"]) == 1
+
+
+async def test_a_fixed_stage_map_moves_a_deal_still_at_ocsyncs_stage(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Status 1 mapped 101 -> 111: the replay moves the deal, once."""
+    _, client, deal_id = await synced(crm, store, tmp_path, factories.snapshot())
+    url = str(crm.servers[0].make_url("/v1"))
+    fixed = corrections_settings(tmp_path, url, stages={**STAGES, "1": 111})
+
+    planned = await replay_deals(store, fixed, client, dry_run=True)
+    moved = await replay_deals(store, fixed, client)
+    again = await replay_deals(store, fixed, client)
+    deal = await client.get_deal(deal_id)
+
+    assert "stage_id: 101 -> 111" in render_deals_replay(planned)
+    assert (moved.changed, again.changed) == (1, 0)
+    assert deal["stage"]["id"] == 111
+
+
+async def test_a_fixed_stage_map_leaves_a_stage_a_manager_moved(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """The manager moved the deal to 150: the replay leaves it and says why."""
+    _, client, deal_id = await synced(crm, store, tmp_path, factories.snapshot())
+    await client.update_deal(deal_id, {"stage_id": 150})
+    url = str(crm.servers[0].make_url("/v1"))
+    fixed = corrections_settings(tmp_path, url, stages={**STAGES, "1": 111})
+
+    planned = await replay_deals(store, fixed, client, dry_run=True)
+    replayed = await replay_deals(store, fixed, client)
+    deal = await client.get_deal(deal_id)
+
+    assert "stage left: moved by a manager" in render_deals_replay(planned)
+    assert [left.stream for left in replayed.stages_left] == ["site_a:1"]
+    assert (replayed.changed, deal["stage"]["id"]) == (0, 150)
