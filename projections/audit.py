@@ -298,6 +298,15 @@ class _Timeline:
             details["old_lines"] = [line_text(x) for x in diff.old_lines or []]
             details["new_lines"] = [line_text(x) for x in diff.new_lines or []]
             handled.append("lines replaced")
+        sent_lines = updated.changes.get("jobs_attributes") or []
+        if sent_lines:
+            # What the PATCH really sent: the CRM ids removed, the lines added.
+            details["removed_line_ids"] = [
+                item["id"] for item in sent_lines if item.get("_destroy")
+            ]
+            details["added_lines"] = [
+                line_text(item) for item in sent_lines if "id" not in item
+            ]
         if COMMENT_ADDED in updated.changes:
             details["comment_added"] = updated.changes[COMMENT_ADDED]
         named = ", ".join([*fields, *handled]) or "nothing"
@@ -357,6 +366,10 @@ def _detail_lines(entry: Entry) -> list[str]:
             out.append(f"{name}: {_shown(values['old'])} -> {_shown(values['new'])}")
         out += [f"old line: {line}" for line in details.get("old_lines", [])]
         out += [f"new line: {line}" for line in details.get("new_lines", [])]
+        if details.get("removed_line_ids"):
+            removed = ", ".join(str(i) for i in details["removed_line_ids"])
+            out.append(f"sent: remove lines {removed}")
+        out += [f"sent: add line {line}" for line in details.get("added_lines", [])]
         if "comment_added" in details:
             out.append("comment added:")
             out += [f"  {text}" for text in details["comment_added"].splitlines()]

@@ -26,7 +26,13 @@ import structlog
 from daemon.settings import LineUpdate, Settings, SiteSettings
 from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
-from events.types import CatalogueLinked, OrderChanged, OrderPlaced, article_stream
+from events.types import (
+    CatalogueLinked,
+    DealUpdateFailed,
+    OrderChanged,
+    OrderPlaced,
+    article_stream,
+)
 from projections.deal import deal_for, line_article
 from projections.deal_changes import deal_diff
 from projections.deal_corrections import (
@@ -84,7 +90,7 @@ class DealCorrection:
     old_lines: list[dict[str, Any]] | None = None
     new_lines: list[dict[str, Any]] | None = None
     # planned (a dry run), updated, refused by the CRM (DealUpdateFailed), or
-    # failed: the CRM did not answer, nothing recorded.
+    # failed: the CRM did not answer (DealUpdateFailed, retryable).
     outcome: Literal["planned", "updated", "refused", "failed"] = "planned"
     # Why it was refused, as recorded.
     error: str | None = None
@@ -536,6 +542,17 @@ async def _replay_one(
                 attempt=getattr(exc.error, "attempts", 1),
                 error=str(exc),
             )
+            # The audit shows every request and its answer: this one too,
+            # before the replay stops (running it again corrects the deal).
+            assert state.deal_id is not None
+            failure = DealUpdateFailed(
+                marker=state.stream,
+                deal_id=state.deal_id,
+                status=exc.error.status,
+                error=str(exc),
+                retryable=True,
+            )
+            await store.append([StreamAppend(state.stream, state.version, [failure])])
             raise CrmUnavailable(str(exc)) from exc
     correction.outcome = "refused" if outcome == "refused" else "updated"
     if outcome == "refused" and state.update_failure is not None:

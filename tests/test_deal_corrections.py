@@ -10,15 +10,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from daemon.settings import CaptureSettings, CrmSettings, EventLogSettings, Settings
 from events import DealUpdated, DealUpdateFailed, EventStore
 from events.snapshot import OrderSnapshot
+from projections.audit import audit_order, render_audit_json
 from projections.deal_corrections import ocsync_lines
 from projections.deal_totals import is_service_article
-from projections.deals import DealProjection
+from projections.deals import CrmUnavailable, DealProjection
 from projections.keepincrm.client import KeepinCRMClient
 from projections.parked import parked_orders
 from projections.replay import render_deals_replay, replay_deals
@@ -384,3 +386,48 @@ async def test_a_fixed_stage_map_leaves_a_stage_a_manager_moved(
     assert "stage left: moved by a manager" in render_deals_replay(planned)
     assert [left.stream for left in replayed.stages_left] == ["site_a:1"]
     assert (replayed.changed, deal["stage"]["id"]) == (0, 150)
+
+
+def failing_patches(failing: list[bool]) -> Middleware:
+    """Answer PATCH with 503 while `failing[0]` is set."""
+
+    @web.middleware
+    async def fail(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "PATCH" and failing[0]:
+            return web.json_response({"message": "busy"}, status=503)
+        return await handler(request)
+
+    return fail
+
+
+async def test_audit_json_shows_the_lines_sent_and_a_correction_that_failed(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Removed ids and added lines of the PATCH; a 503 during replay is recorded."""
+    failing = [False]
+    url = await crm.serve(middlewares=[failing_patches(failing)])
+    client = crm.client(url)
+    first = corrections_settings(tmp_path, url, {"article_fields": ("sku",)})
+    await place(store, factories.snapshot(lines=[SKU_LINE]))
+    await DealProjection(store, client, first).run_once()
+    [summary] = [deal async for deal in client.list_deals()]
+    created_ids = [job["id"] for job in (await client.get_deal(summary["id"]))["jobs"]]
+    fixed = corrections_settings(tmp_path, url, {"article_fields": ("model",)})
+
+    await replay_deals(store, fixed, client)
+    failing[0] = True
+    moved_source = corrections_settings(
+        tmp_path, url, {"article_fields": ("model",)}, source_id=99
+    )
+    with pytest.raises(CrmUnavailable):
+        await replay_deals(store, moved_source, client)
+    audit = await audit_order(store, "site_a:1", fixed.deals)
+    assert audit is not None
+    entries = json.loads(render_audit_json(audit))["entries"]
+
+    [corrected] = [e for e in entries if e["kind"] == "correction"]
+    assert corrected["removed_line_ids"] == created_ids
+    added = [line.split(" × ")[0] for line in corrected["added_lines"]]
+    assert "TS-01" in added and "TS-SKU" not in added
+    [failed] = [e for e in entries if e["kind"] == "correction_failure"]
+    assert failed["status"] == 503 and failed["deal_id"] == summary["id"]
