@@ -257,8 +257,9 @@ def _replay_deals(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def replay() -> tuple[str, int]:
-        # A dry run sends nothing: it needs no CRM at all.
-        async with _log_and_crm(settings, crm=not args.dry_run) as (store, crm):
+        # A dry run sends nothing; it reads the deals a fixed stage map would
+        # move, to tell a stage a manager moved.
+        async with _log_and_crm(settings, crm=True) as (store, crm):
             result = await replay_deals(
                 store,
                 settings,

@@ -57,11 +57,18 @@ class DealRequested(_Event, frozen=True, kw_only=True):
 
 
 class DealCreated(_Event, frozen=True, kw_only=True):
-    """The CRM accepted the deal and answered with its id."""
+    """The CRM accepted the deal and answered with its id.
+
+    `line_ids` (v2) are the CRM ids of the deal's lines, read back after the
+    create: the lines ocsync made, which a correction may remove. None when
+    they are not known (the read failed, the lines had no ids, the deal was
+    found by its marker, or the event predates v2).
+    """
 
     marker: str
     deal_id: int
     status: int
+    line_ids: list[int] | None = None
 
 
 class DealCreateFailed(_Event, frozen=True, kw_only=True):
@@ -81,7 +88,15 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     """An existing deal was corrected in place to match a newer snapshot.
 
     `deal` is the whole deal as it now stands on our side (what a later change
-    is compared with); `changes` is the PATCH body that was sent.
+    is compared with); `changes` is the PATCH body that was sent. When the
+    lines were replaced (`jobs_attributes` in `changes`), `line_ids` (v2) are
+    the CRM ids of the lines ocsync added, read back; None when not known.
+
+    From v3, `deal["jobs_attributes"]` are the lines the CRM holds: when they
+    were left alone (`deals.line_update = "comment"`), the lines as before, and
+    `commented_lines` the right ones the correction comment listed. An event
+    upcast from v2 with a comment has no `jobs_attributes` in `deal`: its
+    lines are those of the event before.
     """
 
     marker: str
@@ -91,6 +106,8 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     status: int
     source_position: int
     order_status: int = 0
+    line_ids: list[int] | None = None
+    commented_lines: list[dict[str, Any]] | None = None
 
 
 class DealUpdateFailed(_Event, frozen=True, kw_only=True):
@@ -150,9 +167,9 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "OrderChanged": 1,
     "OrderUnreadable": 1,
     "DealRequested": 1,
-    "DealCreated": 1,
+    "DealCreated": 2,
     "DealCreateFailed": 1,
-    "DealUpdated": 1,
+    "DealUpdated": 3,
     "DealUpdateFailed": 1,
     "RetryRequested": 1,
     "DealRelinked": 1,

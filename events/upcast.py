@@ -23,7 +23,31 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (event type, the schema version it reads) -> upcaster. When a type's version
 # goes from n to n+1, add its ("Type", n) entry here; the entries of earlier
 # versions stay, so a payload of any age reaches the current shape.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _line_ids_unknown(fields: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 of DealCreated and DealUpdated: the lines' CRM ids were not kept."""
+    return {**fields, "line_ids": None}
+
+
+def _commented_lines_apart(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v3 of DealUpdated: a comment's lines were recorded as if sent.
+
+    v2 put the right lines in `deal` though the CRM kept the old ones; v3
+    keeps them as `commented_lines`. The old lines are not in this payload:
+    `deal` goes without lines, meaning those of the event before.
+    """
+    if "comment_added" not in (fields.get("changes") or {}):
+        return fields
+    deal = dict(fields["deal"])
+    return {**fields, "deal": deal, "commented_lines": deal.pop("jobs_attributes", [])}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("DealCreated", 1): _line_ids_unknown,
+    ("DealUpdated", 1): _line_ids_unknown,
+    ("DealUpdated", 2): _commented_lines_apart,
+}
 
 # The tag msgspec writes into every payload (the Struct's `tag_field`).
 _TAG = "type"

@@ -32,6 +32,7 @@ from events.types import (
 from projections.deal import line_article
 from projections.deal_changes import deal_diff
 from projections.deal_corrections import COMMENT_ADDED
+from projections.order_state import deal_after
 from projections.replay import line_text
 
 # A line of an order as the audit compares it: article, quantity, price, name.
@@ -269,8 +270,9 @@ class _Timeline:
         return changes
 
     def _correction(self, updated: DealUpdated) -> tuple[str, dict[str, Any]]:
-        previous, self.sent = self.sent or {}, updated.deal
-        diff = deal_diff(previous, updated.deal)
+        previous = self.sent or {}
+        self.sent = deal_after(previous, updated)
+        diff = deal_diff(previous, self.sent)
         sent_fields = sorted(
             name
             for name in updated.changes
@@ -294,14 +296,25 @@ class _Timeline:
             "fields": fields,
         }
         handled = []
-        if diff.lines_changed:
+        if updated.commented_lines is not None:
+            # The CRM kept its lines; the comment lists the right ones.
+            old_lines = previous.get("jobs_attributes") or []
+            details["old_lines"] = [line_text(x) for x in old_lines]
+            details["new_lines"] = [line_text(x) for x in updated.commented_lines]
+            handled.append("lines commented")
+        elif diff.lines_changed:
             details["old_lines"] = [line_text(x) for x in diff.old_lines or []]
             details["new_lines"] = [line_text(x) for x in diff.new_lines or []]
-            handled.append(
-                "lines commented"
-                if COMMENT_ADDED in updated.changes
-                else "lines replaced"
-            )
+            handled.append("lines replaced")
+        sent_lines = updated.changes.get("jobs_attributes") or []
+        if sent_lines:
+            # What the PATCH really sent: the CRM ids removed, the lines added.
+            details["removed_line_ids"] = [
+                item["id"] for item in sent_lines if item.get("_destroy")
+            ]
+            details["added_lines"] = [
+                line_text(item) for item in sent_lines if "id" not in item
+            ]
         if COMMENT_ADDED in updated.changes:
             details["comment_added"] = updated.changes[COMMENT_ADDED]
         named = ", ".join([*fields, *handled]) or "nothing"
@@ -361,6 +374,10 @@ def _detail_lines(entry: Entry) -> list[str]:
             out.append(f"{name}: {_shown(values['old'])} -> {_shown(values['new'])}")
         out += [f"old line: {line}" for line in details.get("old_lines", [])]
         out += [f"new line: {line}" for line in details.get("new_lines", [])]
+        if details.get("removed_line_ids"):
+            removed = ", ".join(str(i) for i in details["removed_line_ids"])
+            out.append(f"sent: remove lines {removed}")
+        out += [f"sent: add line {line}" for line in details.get("added_lines", [])]
         if "comment_added" in details:
             out.append("comment added:")
             out += [f"  {text}" for text in details["comment_added"].splitlines()]

@@ -2,7 +2,8 @@
 
 After a deal is created, ocsync changes only the fields it owns. A manager may
 reassign the deal, move its stage, or add comments and lines by hand; those are
-left alone. The stage is moved only when the shop's status changes.
+left alone. The stage is moved only when the shop's status changes (or by a replay
+after a stage map fix, while the deal is still at the stage ocsync gave it).
 """
 
 from __future__ import annotations

@@ -38,7 +38,11 @@ from events.types import (
 )
 from projections.deal import Deal, deal_with_warnings, line_article
 from projections.deal_client import client_for, phone_search_term, pick_client
-from projections.deal_corrections import CorrectionFailed, correct_deal
+from projections.deal_corrections import (
+    CorrectionFailed,
+    correct_deal,
+    read_line_ids,
+)
 from projections.errors import DealMappingError, ProjectionError
 from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.errors import (
@@ -282,8 +286,14 @@ class DealProjection:
             return
 
         bound.info("deal created", deal_id=deal_id, status=201)
+        # Every line of a new deal is ocsync's: their ids let a correction
+        # remove them and leave the lines a manager adds later.
+        line_ids = await read_line_ids(self._crm, deal_id, log=bound)
         await self._append(
-            state, DealCreated(marker=state.stream, deal_id=deal_id, status=201)
+            state,
+            DealCreated(
+                marker=state.stream, deal_id=deal_id, status=201, line_ids=line_ids
+            ),
         )
         result.created += 1
 

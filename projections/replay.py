@@ -23,13 +23,25 @@ from typing import Any, Literal
 
 import structlog
 
-from daemon.settings import Settings, SiteSettings
+from daemon.settings import LineUpdate, Settings, SiteSettings
 from events.snapshot import OrderSnapshot
 from events.store import EventStore, StreamAppend
-from events.types import CatalogueLinked, OrderChanged, OrderPlaced, article_stream
+from events.types import (
+    CatalogueLinked,
+    DealUpdateFailed,
+    OrderChanged,
+    OrderPlaced,
+    article_stream,
+)
 from projections.deal import deal_for, line_article
 from projections.deal_changes import deal_diff
-from projections.deal_corrections import CorrectionFailed, correct_deal, deal_changes
+from projections.deal_corrections import (
+    CorrectionFailed,
+    correct_deal,
+    deal_changes,
+    lines_to_fix,
+    stage_map_fix,
+)
 from projections.deals import CrmUnavailable
 from projections.errors import DealMappingError, ProjectionError
 from projections.keepincrm.client import KeepinCRMClient
@@ -78,8 +90,22 @@ class DealCorrection:
     old_lines: list[dict[str, Any]] | None = None
     new_lines: list[dict[str, Any]] | None = None
     # planned (a dry run), updated, refused by the CRM (DealUpdateFailed), or
-    # failed: the CRM did not answer, nothing recorded.
+    # failed: the CRM did not answer (DealUpdateFailed, retryable).
     outcome: Literal["planned", "updated", "refused", "failed"] = "planned"
+    # Why it was refused, as recorded.
+    error: str | None = None
+    # The stage a fixed stage map moves the deal to (the status is unchanged).
+    restage: int | None = None
+
+
+@dataclass(frozen=True)
+class StageLeft:
+    """A deal a fixed stage map would move, left where a manager moved it."""
+
+    stream: str
+    deal_id: int
+    crm_stage: int | None
+    mapped: int
 
 
 @dataclass
@@ -93,6 +119,7 @@ class DealsReplay:
     skipped: list[str] = field(default_factory=list)
     # (stream, reason): orders today's settings cannot map; their deal stays.
     unmapped: list[tuple[str, str]] = field(default_factory=list)
+    stages_left: list[StageLeft] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -117,10 +144,12 @@ async def replay_deals(
     """Correct every deal whose order maps differently under today's settings.
 
     `site` limits the replay to one site, `from_position` to orders whose
-    newest snapshot is at or after that position. A dry run needs no `crm`:
-    it sends nothing and appends nothing. Raises `UncapturedData` before
-    anything is sent, and `CrmUnavailable` when the CRM cannot be reached
-    (what was corrected until then is recorded; run the replay again).
+    newest snapshot is at or after that position. A dry run sends nothing and
+    appends nothing; given a `crm`, it reads the deals a fixed stage map would
+    move, to tell which a manager moved (without one, it cannot tell).
+    Raises `UncapturedData` before anything is sent, and `CrmUnavailable`
+    when the CRM cannot be reached (what was corrected until then is
+    recorded; run the replay again).
     """
     if crm is None and not dry_run:
         raise ValueError("a replay that sends needs a CRM client")
@@ -166,14 +195,19 @@ async def replay_deals(
 
 
 def planned_correction(
-    state: OrderState, desired: dict[str, Any], site: SiteSettings
+    state: OrderState,
+    desired: dict[str, Any],
+    site: SiteSettings,
+    line_update: LineUpdate = "replace",
 ) -> DealCorrection | None:
     """What correcting the deal would change, or None; pure, sends nothing."""
     assert state.snapshot is not None and state.deal_id is not None
     sent = state.sent or {}
     diff = deal_diff(sent, desired)
     changes = deal_changes(state, desired, state.snapshot, site)
-    if not changes and not diff.lines_changed:
+    fix_lines = lines_to_fix(state, diff, line_update)
+    restage = None if "stage_id" in changes else stage_map_fix(state, site)
+    if not changes and not fix_lines and restage is None:
         return None
 
     fields: dict[str, tuple[Any, Any]] = dict(diff.fields)
@@ -183,14 +217,18 @@ def planned_correction(
     # The stage (and a failed close) follow a status change, not a field.
     for name, new in changes.items():
         if name not in diff.fields and name != "custom_fields":
-            fields[name] = (sent.get(name), new)
+            old = state.sent_stage if name == "stage_id" else sent.get(name)
+            fields[name] = (old, new)
+    if restage is not None:
+        fields["stage_id"] = (state.sent_stage, restage)
     return DealCorrection(
         stream=state.stream,
         deal_id=state.deal_id,
         position=state.snapshot_position,
         fields=fields,
-        old_lines=diff.old_lines,
-        new_lines=diff.new_lines,
+        old_lines=diff.old_lines if fix_lines else None,
+        new_lines=diff.new_lines if fix_lines else None,
+        restage=restage,
     )
 
 
@@ -370,12 +408,19 @@ def render_deals_replay(result: DealsReplay) -> str:
             f"{correction.stream}  deal {correction.deal_id}  {verb}"
             f"  (snapshot at position {correction.position})"
         )
+        if correction.error is not None:
+            out.append(f"  error: {correction.error}")
         for name, (old, new) in correction.fields.items():
             out.append(f"  {name}: {_value(old)} -> {_value(new)}")
         if correction.new_lines is not None:
             out.append("  lines:")
             out.extend(f"    old  {line_text(x)}" for x in correction.old_lines or [])
             out.extend(f"    new  {line_text(x)}" for x in correction.new_lines)
+    for left in result.stages_left:
+        out.append(
+            f"{left.stream}  deal {left.deal_id}  stage left: moved by a manager"
+            f" (stage {_value(left.crm_stage)} in the CRM, {left.mapped} by the map)"
+        )
     for stream, reason in result.unmapped:
         out.append(f"{stream}  not replayed: {reason}")
 
@@ -385,6 +430,8 @@ def render_deals_replay(result: DealsReplay) -> str:
         summary += f", {len(result.refused)} refused by the CRM"
     if result.unmapped:
         summary += f", {len(result.unmapped)} not mappable"
+    if result.stages_left:
+        summary += f", {len(result.stages_left)} stages left: moved by a manager"
     summary += (
         f"; {len(result.skipped)} orders skipped: no deal yet"
         " (`ocsync run` creates those)"
@@ -447,10 +494,27 @@ async def _replay_one(
         result.unmapped.append((state.stream, str(exc)))
         return
 
-    correction = planned_correction(state, desired, site)
+    correction = planned_correction(state, desired, site, settings.deals.line_update)
     if correction is None:
         result.unchanged += 1
         return
+    if correction.restage is not None and crm is not None:
+        assert state.deal_id is not None
+        crm_stage = await _crm_stage(crm, state.deal_id)
+        if crm_stage != state.sent_stage:
+            bound.info(
+                "stage left: moved by a manager",
+                crm_stage=crm_stage,
+                stage_id=correction.restage,
+            )
+            result.stages_left.append(
+                StageLeft(state.stream, state.deal_id, crm_stage, correction.restage)
+            )
+            del correction.fields["stage_id"]
+            correction.restage = None
+            if not correction.fields and correction.new_lines is None:
+                result.unchanged += 1
+                return
     result.corrections.append(correction)
     if crm is None or result.dry_run:
         return
@@ -468,6 +532,7 @@ async def _replay_one(
                 {},
                 bound,
                 line_update=settings.deals.line_update,
+                restage=correction.restage,
             )
         except CorrectionFailed as exc:
             correction.outcome = "failed"
@@ -477,8 +542,32 @@ async def _replay_one(
                 attempt=getattr(exc.error, "attempts", 1),
                 error=str(exc),
             )
+            # The audit shows every request and its answer: this one too,
+            # before the replay stops (running it again corrects the deal).
+            assert state.deal_id is not None
+            failure = DealUpdateFailed(
+                marker=state.stream,
+                deal_id=state.deal_id,
+                status=exc.error.status,
+                error=str(exc),
+                retryable=True,
+            )
+            await store.append([StreamAppend(state.stream, state.version, [failure])])
             raise CrmUnavailable(str(exc)) from exc
     correction.outcome = "refused" if outcome == "refused" else "updated"
+    if outcome == "refused" and state.update_failure is not None:
+        correction.error = state.update_failure.error
+
+
+async def _crm_stage(crm: KeepinCRMClient, deal_id: int) -> int | None:
+    """The deal's stage in the CRM now (read shape `stage{id,name}`)."""
+    try:
+        deal = await crm.get_deal(deal_id)
+    except KeepinCRMError as exc:
+        raise CrmUnavailable(str(exc)) from exc
+    stage = deal.get("stage")
+    stage_id = stage.get("id") if isinstance(stage, dict) else deal.get("stage_id")
+    return stage_id if isinstance(stage_id, int) else None
 
 
 async def _check_account(crm: KeepinCRMClient) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from events import (
+    SCHEMA_VERSIONS,
     CatalogueLinked,
     DealCreated,
     DealRequested,
@@ -155,7 +156,9 @@ async def test_append_and_read_back(store: EventStore) -> None:
     assert [r.event for r in recorded] == events
     assert [r.version for r in recorded] == [1, 2, 3]
     assert [r.type for r in recorded] == ["OrderPlaced", "DealRequested", "DealCreated"]
-    assert {r.schema_version for r in recorded} == {1}
+    assert [r.schema_version for r in recorded] == [
+        SCHEMA_VERSIONS[r.type] for r in recorded
+    ]
     assert {r.stream for r in recorded} == {"shop:1001"}
     recorded_at = datetime.fromisoformat(recorded[0].recorded_at)
     assert recorded_at.utcoffset() == timedelta(0)

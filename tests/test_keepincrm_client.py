@@ -369,6 +369,25 @@ async def test_unknown_article_refused_names_it(open_sandbox: OpenSandbox) -> No
     assert listed == []
 
 
+async def test_a_removed_lines_id_is_never_given_to_a_new_line(
+    open_sandbox: OpenSandbox,
+) -> None:
+    """The last line removed and one added: the new line gets a new id."""
+    sandbox = await open_sandbox()
+    async with sandbox.client() as crm:
+        deal_id = await crm.create_deal(order_deal())
+        cup, saucer = (job["id"] for job in (await crm.get_deal(deal_id))["jobs"])
+        spoon = {"amount": 1, "product_attributes": {"sku": "SPOON-1", "price": 90}}
+
+        await crm.update_deal(
+            deal_id,
+            {"jobs_attributes": nested_line_changes(removed=[saucer], added=[spoon])},
+        )
+        ids = [job["id"] for job in (await crm.get_deal(deal_id))["jobs"]]
+
+    assert ids[0] == cup and ids[1] not in (cup, saucer)
+
+
 async def test_patch_changes_fields_and_lines_rails_style(
     open_sandbox: OpenSandbox,
 ) -> None:

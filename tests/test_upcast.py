@@ -17,12 +17,14 @@ from events import (
     SCHEMA_VERSIONS,
     CatalogueLinked,
     DealCreated,
+    DealUpdated,
     SqliteEventStore,
     StreamAppend,
     UnknownEventType,
 )
 from events.types import encode
 from events.upcast import UPCASTERS, decode_stored
+from projections.order_state import deal_after
 
 V1_PAYLOAD = b'{"type":"CatalogueLinked","sku":"TEA-01","material_id":77}'
 
@@ -56,7 +58,9 @@ def test_current_payload_decodes_directly() -> None:
     """A payload at the current schema version decodes into its event."""
     event = DealCreated(marker="shop:1001", deal_id=9001, status=1)
 
-    assert decode_stored("DealCreated", 1, encode(event)) == event
+    current = SCHEMA_VERSIONS["DealCreated"]
+
+    assert decode_stored("DealCreated", current, encode(event)) == event
 
 
 @pytest.mark.usefixtures("catalogue_linked_v2")
@@ -90,7 +94,7 @@ def test_missing_upcaster_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_newer_schema_is_unknown() -> None:
     """A payload written by newer code than this one cannot be read."""
     with pytest.raises(UnknownEventType, match="up to schema version 1"):
-        decode_stored("DealCreated", 2, b'{"type":"DealCreated"}')
+        decode_stored("DealRequested", 2, b'{"type":"DealRequested"}')
 
 
 def test_unknown_type_names_position_and_stream() -> None:
@@ -102,7 +106,7 @@ def test_unknown_type_names_position_and_stream() -> None:
 def test_payload_that_does_not_fit_is_unknown() -> None:
     """A payload missing fields of its schema version is refused, not half-read."""
     with pytest.raises(UnknownEventType, match="does not fit"):
-        decode_stored("DealCreated", 1, b'{"type":"DealCreated","marker":"shop:1"}')
+        decode_stored("RetryRequested", 1, b'{"type":"RetryRequested"}')
 
 
 def test_payload_of_another_type_is_unknown() -> None:
@@ -145,3 +149,35 @@ async def test_store_names_unreadable_row(tmp_path: Path) -> None:
             await store.read_all()
     finally:
         await store.close()
+
+
+def test_deal_outcomes_written_before_line_ids_read_as_unknown_ids() -> None:
+    """v1 DealCreated and DealUpdated payloads decode with `line_ids` None."""
+    created = b'{"type":"DealCreated","marker":"shop:1","deal_id":5,"status":201}'
+    updated = (
+        b'{"type":"DealUpdated","marker":"shop:1","deal_id":5,"deal":{},'
+        b'"changes":{"title":"A"},"status":200,"source_position":3}'
+    )
+
+    assert decode_stored("DealCreated", 1, created) == DealCreated(
+        marker="shop:1", deal_id=5, status=201, line_ids=None
+    )
+    event = decode_stored("DealUpdated", 1, updated)
+    assert isinstance(event, DealUpdated) and event.line_ids is None
+
+
+def test_a_v2_comment_correction_keeps_the_lines_the_crm_had() -> None:
+    """v2 recorded commented lines as sent; v3 keeps them apart, lines as before."""
+    line = {"amount": 1, "product_attributes": {"sku": "NEW"}}
+    updated = (
+        b'{"type":"DealUpdated","marker":"shop:1","deal_id":5,"deal":{"jobs_attributes":'
+        b'[{"amount":1,"product_attributes":{"sku":"NEW"}}]},"changes":'
+        b'{"comment_added":"ocsync: ..."},"status":200,"source_position":3}'
+    )
+    before = {"jobs_attributes": [{"amount": 1, "product_attributes": {"sku": "OLD"}}]}
+
+    event = decode_stored("DealUpdated", 2, updated)
+
+    assert isinstance(event, DealUpdated)
+    assert event.commented_lines == [line]
+    assert deal_after(before, event) == before

@@ -80,7 +80,9 @@ CREATE TABLE IF NOT EXISTS deals (
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deal_lines (
-    id INTEGER PRIMARY KEY,
+    -- Never reused, as a Rails database's ids are not: ocsync tells its own
+    -- lines by the ids it recorded.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     deal_id INTEGER NOT NULL REFERENCES deals (id),
     title TEXT,
     amount TEXT NOT NULL,  -- a decimal, as text
