@@ -63,12 +63,18 @@ class DealCreated(_Event, frozen=True, kw_only=True):
     create: the lines ocsync made, which a correction may remove. None when
     they are not known (the read failed, the lines had no ids, the deal was
     found by its marker, or the event predates v2).
+
+    From v3, `status` and `attempts` are the CRM's own answer to the create
+    (attempts None: not known); `found` says the deal was found by its marker
+    after an answer was lost, `status` then being the lookup's.
     """
 
     marker: str
     deal_id: int
     status: int
     line_ids: list[int] | None = None
+    attempts: int | None = None
+    found: bool = False
 
 
 class DealCreateFailed(_Event, frozen=True, kw_only=True):
@@ -88,7 +94,8 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     """An existing deal was corrected in place to match a newer snapshot.
 
     `deal` is the whole deal as it now stands on our side (what a later change
-    is compared with); `changes` is the PATCH body that was sent. When the
+    is compared with); `changes` is the PATCH body that was sent, `status`
+    (from v4) the CRM's answer to it. When the
     lines were replaced (`jobs_attributes` in `changes`), `line_ids` (v2) are
     the CRM ids of the lines ocsync added, read back; None when not known.
 
@@ -108,6 +115,8 @@ class DealUpdated(_Event, frozen=True, kw_only=True):
     order_status: int = 0
     line_ids: list[int] | None = None
     commented_lines: list[dict[str, Any]] | None = None
+    # v4: the attempts the PATCH took (None: not known, or no PATCH was sent).
+    attempts: int | None = None
 
 
 class DealUpdateFailed(_Event, frozen=True, kw_only=True):
@@ -167,9 +176,9 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "OrderChanged": 1,
     "OrderUnreadable": 1,
     "DealRequested": 1,
-    "DealCreated": 2,
+    "DealCreated": 3,
     "DealCreateFailed": 1,
-    "DealUpdated": 3,
+    "DealUpdated": 4,
     "DealUpdateFailed": 1,
     "RetryRequested": 1,
     "DealRelinked": 1,

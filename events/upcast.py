@@ -43,10 +43,23 @@ def _commented_lines_apart(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "deal": deal, "commented_lines": deal.pop("jobs_attributes", [])}
 
 
+def _found_by_marker(fields: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v3 of DealCreated: v2 wrote 201 for every create, 200 for a deal
+    found by its marker; the attempts were not kept."""
+    return {**fields, "found": fields.get("status") == 200, "attempts": None}
+
+
+def _attempts_unknown(fields: dict[str, Any]) -> dict[str, Any]:
+    """v3 -> v4 of DealUpdated: the attempts were not kept."""
+    return {**fields, "attempts": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("DealCreated", 1): _line_ids_unknown,
+    ("DealCreated", 2): _found_by_marker,
     ("DealUpdated", 1): _line_ids_unknown,
     ("DealUpdated", 2): _commented_lines_apart,
+    ("DealUpdated", 3): _attempts_unknown,
 }
 
 # The tag msgspec writes into every payload (the Struct's `tag_field`).

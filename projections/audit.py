@@ -150,13 +150,25 @@ class _Timeline:
                 )
                 lines = [line_text(line) for line in deal.get("jobs_attributes", [])]
                 return made("request", summary, source_position=source, lines=lines)
-            case DealCreated(deal_id=deal_id, status=status):
+            case DealCreated(deal_id=deal_id, status=status) as created:
                 self.deal_id = deal_id
+                if created.found:
+                    summary = (
+                        f"deal {deal_id} found in the CRM by its marker"
+                        f" (status {status}): the create's answer was lost"
+                    )
+                else:
+                    tries = created.attempts
+                    summary = f"deal {deal_id} created (status {status}" + (
+                        f", attempt {tries})" if tries else ")"
+                    )
                 return made(
                     "answer",
-                    f"deal {deal_id} created (status {status})",
+                    summary,
                     deal_id=deal_id,
                     status=status,
+                    attempts=created.attempts,
+                    found=created.found,
                 )
             case DealCreateFailed(status=status, error=error, retryable=retryable):
                 then = "tried again later" if retryable else "parked"
@@ -292,6 +304,7 @@ class _Timeline:
         details: dict[str, Any] = {
             "deal_id": updated.deal_id,
             "status": updated.status,
+            "attempts": updated.attempts,
             "source_position": updated.source_position,
             "fields": fields,
         }

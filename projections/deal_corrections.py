@@ -34,6 +34,7 @@ from projections.deal_changes import (
     deal_diff,
 )
 from projections.keepincrm.client import (
+    Answered,
     KeepinCRMClient,
     close_as_failed_fields,
     nested_line_changes,
@@ -127,6 +128,8 @@ async def correct_deal(
         note = lines_note(desired)
     before: list[int] = []
     line_ids = None
+    # A comment alone is a create (201) that the client raises on if refused.
+    answered = Answered(status=201, attempts=1)
     try:
         if fix_lines and note is None:
             changes["jobs_attributes"], before = await _line_changes(
@@ -138,7 +141,7 @@ async def correct_deal(
         # The PATCH first: sent again after a failed comment, it changes
         # nothing twice, where a comment sent again would be a second one.
         if changes:
-            await crm.update_deal(deal_id, changes)
+            answered = await crm.update_deal(deal_id, changes)
         if "jobs_attributes" in changes:
             line_ids = await read_line_ids(crm, deal_id, besides=before, log=log)
         if note is not None:
@@ -173,7 +176,8 @@ async def correct_deal(
     log.info(
         "deal corrected",
         deal_id=deal_id,
-        status=200,
+        status=answered.status,
+        attempt=answered.attempts if changes else None,
         fields=sorted(
             name for name in changes if name not in ("jobs_attributes", COMMENT_ADDED)
         ),
@@ -192,7 +196,8 @@ async def correct_deal(
             deal_id=deal_id,
             deal=recorded,
             changes=changes,
-            status=200,
+            status=answered.status,
+            attempts=answered.attempts if changes else None,
             source_position=state.snapshot_position,
             order_status=snapshot.status_id,
             line_ids=line_ids,

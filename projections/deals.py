@@ -255,7 +255,7 @@ class DealProjection:
         await self._append(state, requested, with_checkpoints=False)
 
         try:
-            deal_id = await self._crm.create_deal(body)
+            created = await self._crm.create_deal_answered(body)
         except (Unauthorized, PaymentRequired) as exc:
             bound.error("crm refused the account", status=exc.status, error=str(exc))
             raise CrmUnavailable(str(exc)) from exc
@@ -285,14 +285,24 @@ class DealProjection:
             result.parked += 1
             return
 
-        bound.info("deal created", deal_id=deal_id, status=201)
+        deal_id = created.deal_id
+        bound.info(
+            "deal created",
+            deal_id=deal_id,
+            status=created.status,
+            attempt=created.attempts,
+        )
         # Every line of a new deal is ocsync's: their ids let a correction
         # remove them and leave the lines a manager adds later.
         line_ids = await read_line_ids(self._crm, deal_id, log=bound)
         await self._append(
             state,
             DealCreated(
-                marker=state.stream, deal_id=deal_id, status=201, line_ids=line_ids
+                marker=state.stream,
+                deal_id=deal_id,
+                status=created.status,
+                attempts=created.attempts,
+                line_ids=line_ids,
             ),
         )
         result.created += 1
@@ -457,7 +467,10 @@ class DealProjection:
         bound.info("deal found by marker", deal_id=deal_id)
         if state.sent is not None:
             await self._append(
-                state, DealCreated(marker=state.stream, deal_id=deal_id, status=200)
+                state,
+                DealCreated(
+                    marker=state.stream, deal_id=deal_id, status=200, found=True
+                ),
             )
             state.deal_id = deal_id
             return True

@@ -337,7 +337,9 @@ async def test_a_lost_answer_is_settled_even_when_the_newer_snapshot_cannot_map(
     *_, outcome = await events_of(store, "site_a:1")
 
     assert (result.found, result.parked) == (1, 0)
-    assert outcome == DealCreated(marker="site_a:1", deal_id=existing, status=200)
+    assert outcome == DealCreated(
+        marker="site_a:1", deal_id=existing, status=200, found=True
+    )
     assert await deals_marked(client, "site_a:1") == [existing]
 
 

@@ -25,6 +25,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -99,6 +100,21 @@ _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
 
 # Amounts in answers stay exact: 3629.60 must not come back as a float 3629.6.
 _ANSWER_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answered:
+    """How the CRM answered a call: its HTTP status, and the attempt it took."""
+
+    status: int
+    attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Created(Answered):
+    """A deal the CRM created, and how it answered."""
+
+    deal_id: int
 
 
 def custom_field_filter(field: str, value: str) -> tuple[str, str]:
@@ -276,16 +292,22 @@ class KeepinCRMClient:
 
     async def create_deal(self, deal: Mapping[str, Any]) -> int:
         """Create a deal and return the id the CRM gave it."""
-        answer = await self._request(
+        return (await self.create_deal_answered(deal)).deal_id
+
+    async def create_deal_answered(self, deal: Mapping[str, Any]) -> Created:
+        """Create a deal: its id, the status the CRM answered and the attempts."""
+        answer, answered = await self._answered(
             "POST", "/agreements", params=list(CREATE_DEAL_QUERY.items()), body=deal
         )
         deal_id = _expect_object(answer, "POST /agreements").get("id")
         if not isinstance(deal_id, int):
             raise UnexpectedAnswer(
                 f"POST /agreements: the answer has no deal id: {answer!r:.200}",
-                status=201,
+                status=answered.status,
             )
-        return deal_id
+        return Created(
+            status=answered.status, attempts=answered.attempts, deal_id=deal_id
+        )
 
     async def get_deal(self, deal_id: int) -> JSONObject:
         """Read one deal in the CRM's read shape (`jobs`, `client`, ...)."""
@@ -304,7 +326,7 @@ class KeepinCRMClient:
         params = [custom_field_filter(field, value)]
         return [deal async for deal in self._pages("/agreements", params)]
 
-    async def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> None:
+    async def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> Answered:
         """Change a deal's fields; lines change only by their `id` (see the notes).
 
         A change that carries lines sends the create call's query too: without
@@ -314,9 +336,10 @@ class KeepinCRMClient:
         params = (
             list(CREATE_DEAL_QUERY.items()) if "jobs_attributes" in fields else None
         )
-        await self._request(
+        _, answered = await self._answered(
             "PATCH", f"/agreements/{deal_id}", params=params, body=fields
         )
+        return answered
 
     async def add_deal_comment(self, deal_id: int, note: str) -> int:
         """Add a comment (HTML accepted) to a deal; return the comment's id.
@@ -384,9 +407,23 @@ class KeepinCRMClient:
     ) -> Any:
         """Send a request, retrying it when that is safe and may help.
 
-        Returns the decoded JSON answer (None when empty). Every call passes
-        through here and nowhere else, so the retry rules and the rate limiter
-        hold for all of them.
+        Returns the decoded JSON answer (None when empty).
+        """
+        answer, _ = await self._answered(method, path, params=params, body=body)
+        return answer
+
+    async def _answered(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParams | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, Answered]:
+        """`_request`, with the status and the attempt that got the answer.
+
+        Every call passes through here and nowhere else, so the retry rules
+        and the rate limiter hold for all of them.
         """
         data = _ENCODER.encode(body) if body is not None else None
         retrying = AsyncRetrying(
@@ -403,7 +440,10 @@ class KeepinCRMClient:
             with attempt:
                 number = attempt.retry_state.attempt_number
                 try:
-                    return await self._send(method, path, params, data, number)
+                    status, answer = await self._send(
+                        method, path, params, data, number
+                    )
+                    return answer, Answered(status=status, attempts=number)
                 except KeepinCRMError as exc:
                     exc.attempts = number
                     raise
@@ -417,8 +457,11 @@ class KeepinCRMClient:
         params: QueryParams | None,
         data: bytes | None,
         attempt: int,
-    ) -> Any:
-        """Send the request once, under the rate limiter; raise its error if any."""
+    ) -> tuple[int, Any]:
+        """Send the request once, under the rate limiter; raise its error if any.
+
+        Returns the status and the decoded answer.
+        """
         session = self._open_session()
         where = f"{method} {path}"
         await self._limiter.acquire()
@@ -462,9 +505,9 @@ class KeepinCRMClient:
         if not 200 <= status < 300:
             raise _answer_error(where, status, headers.get("Retry-After"), payload)
         if not payload.strip():
-            return None
+            return status, None
         try:
-            return _ANSWER_DECODER.decode(payload)
+            return status, _ANSWER_DECODER.decode(payload)
         except msgspec.DecodeError as exc:
             raise UnexpectedAnswer(
                 f"{where}: {status} with a body that is not JSON: {payload[:200]!r}",
