@@ -200,10 +200,11 @@ class DealProjection:
 
         # A request whose answer was lost may have made the deal: settle that
         # first, since it needs no deal body (a newer snapshot may not map).
+        # The deal found is the request's; a snapshot captured since is
+        # brought in line below, as any change of the order would be.
         unsettled = state.deal_id is None and state.unanswered_request
         if unsettled and await self._adopt_existing(state, bound):
             result.found += 1
-            return
 
         try:
             deal, warnings = deal_with_warnings(snapshot, site, self._settings.deals)

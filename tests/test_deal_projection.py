@@ -385,6 +385,27 @@ async def test_a_connection_dropped_after_the_crm_stored_the_deal(
     assert await deals_marked(client, "site_a:1") == [stored]
 
 
+async def test_a_crash_before_the_answer_then_a_change_corrects_the_deal_found(
+    crm: Crm, store: EventStore, tmp_path: Path
+) -> None:
+    """Killed after the CRM stored the deal; the order changed: found, corrected."""
+    url = await crm.serve()
+    deals, client = projection(crm, store, tmp_path, url)
+    first = factories.snapshot(lines=[factories.line(quantity=1)])
+    placed = await place(store, first)
+    request = deal_of(first, tmp_path)
+    await request_deal(store, placed, request)
+    stored = await client.create_deal(request)  # the answer never reached the log
+    await place(store, factories.snapshot(lines=[factories.line(quantity=3)]))
+
+    result = await deals.run_once()
+    [job, *_] = (await client.get_deal(stored))["jobs"]
+
+    assert (result.found, result.created, result.updated) == (1, 0, 1)
+    assert await deals_marked(client, "site_a:1") == [stored]
+    assert Decimal(str(job["amount"])) == 3
+
+
 async def test_a_marker_that_only_contains_the_orders_is_not_taken(
     crm: Crm, store: EventStore, tmp_path: Path
 ) -> None:
