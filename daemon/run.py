@@ -19,7 +19,13 @@ from daemon.capture import SiteCapture
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
 from daemon.shop import ShopReader, open_shop_pool
-from events import EventLogError, EventStore, open_event_store, order_stream
+from events import (
+    EventLogError,
+    EventStore,
+    VersionConflict,
+    open_event_store,
+    order_stream,
+)
 from projections.catalogue import CatalogueProjection
 from projections.deals import CrmUnavailable, DealProjection
 from projections.keepincrm.client import KeepinCRMClient
@@ -270,6 +276,12 @@ async def _project_loop(
             wait = backoff.next()
             log.warning("crm unavailable", error=str(exc), retry_in=wait)
             await _sleep_unless(stop, wait)
+            continue
+        except VersionConflict as exc:
+            # Capture appended to the order's stream while its deal was being
+            # sent. Nothing is lost: the pass starts again from its checkpoint,
+            # and a create whose answer was not recorded is settled by marker.
+            log.info("order changed while projected, projecting again", reason=str(exc))
             continue
         except Exception:
             # Each order's own errors park that order (see DealProjection);

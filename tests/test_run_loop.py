@@ -8,6 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
 from structlog.testing import capture_logs
 
 from daemon import run
@@ -20,7 +22,7 @@ from daemon.settings import (
     Settings,
 )
 from daemon.shop import ShopReader, open_shop_pool
-from events import DealCreated, EventStore
+from events import DealCreated, DealUpdated, EventStore
 from projections.deals import DealProjection, DealsResult
 from tests import factories
 from tests.conftest import OpenCartShop
@@ -127,6 +129,58 @@ async def test_the_projection_loop_goes_on_after_an_unexpected_error(
         line for line in logs if line["event"] == "projection failed unexpectedly"
     ]
     assert [line["exc_info"] for line in failed] == [True]
+
+
+async def test_an_order_captured_while_its_deal_is_created_is_projected_again(
+    store: EventStore,
+    crm: Crm,
+    tmp_path: Path,
+) -> None:
+    """Capture appends mid-create: the conflict is no failure; one deal, corrected."""
+    changed = factories.snapshot(order_id=1, lines=[factories.line(quantity=3)])
+    appended = False
+
+    @web.middleware
+    async def capture_meanwhile(
+        request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        # The order changes in the shop while the CRM stores its deal.
+        nonlocal appended
+        response = await handler(request)
+        if request.method == "POST" and not appended:
+            appended = True
+            await place(store, changed)
+        return response
+
+    url = await crm.serve(middlewares=[capture_meanwhile])
+    fast = CaptureSettings(poll_interval=0.05)
+    settings = msgspec.structs.replace(settings_for(tmp_path, url), capture=fast)
+    client = crm.client(url)
+    await place(store, factories.snapshot(order_id=1))
+    stop = asyncio.Event()
+
+    with capture_logs() as logs:
+        loop = asyncio.create_task(
+            run._project_loop(settings, store, client, asyncio.Event(), stop)
+        )
+        try:
+            async with asyncio.timeout(_PATIENCE_SECONDS):
+                while not any(
+                    isinstance(record.event, DealUpdated)
+                    for record in await store.read_stream("site_a:1")
+                ):
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await loop
+    deals = [deal async for deal in client.list_deals()]
+    [job, *_] = (await client.get_deal(int(deals[0]["id"])))["jobs"]
+
+    events = [line["event"] for line in logs]
+    assert "order changed while projected, projecting again" in events
+    assert "projection failed unexpectedly" not in events
+    assert len(deals) == 1
+    assert job["amount"] == 3
 
 
 async def test_capture_stops_between_batches_when_asked(
