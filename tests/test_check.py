@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from daemon.check import check, granted_roles, writable_privileges
 from daemon.settings import (
@@ -118,6 +120,28 @@ async def test_a_wrong_token_and_an_unreachable_shop_fail_the_check(
 
     assert not report.passed
     assert [line.split(":")[0] for line in report.failures] == ["site site_a", "crm"]
+
+
+async def test_a_failing_crm_is_asked_once_whatever_the_retry_settings(
+    make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
+) -> None:
+    """A CRM answering 503 fails the check after one request, not five."""
+    asked: list[str] = []
+
+    @web.middleware
+    async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+        asked.append(request.path)
+        return web.Response(status=503, text="down for maintenance")
+
+    shop = await make_shop()
+    url = await crm.serve(middlewares=[unavailable])
+    settings = check_settings(tmp_path, url, shop, shop.url)
+    patient = msgspec.structs.replace(settings.crm, max_attempts=5)
+
+    report = await check(msgspec.structs.replace(settings, crm=patient))
+
+    assert [line.split(":")[0] for line in report.failures] == ["crm"]
+    assert len(asked) == 1
 
 
 def test_grants_beyond_select_are_writes() -> None:
