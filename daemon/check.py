@@ -17,7 +17,7 @@ from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
 from daemon.shop import open_shop_pool
 from daemon.shop_schema import unsupported_schema
-from events import EventLogError, open_event_store
+from events import EventLogError, EventLogMissing, open_event_store
 from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.errors import KeepinCRMError
 
@@ -50,10 +50,17 @@ async def check(settings: Settings) -> CheckReport:
     report = CheckReport()
 
     try:
-        store = await open_event_store(settings.event_log.url, settings.base_dir)
+        store = await open_event_store(
+            settings.event_log.url, settings.base_dir, create=False
+        )
         position = await store.last_position()
         await store.close()
         report.ok.append(f"event log: {position} events")
+    except EventLogMissing as exc:
+        # Before the first run there is none; after a loss, deals need relink.
+        report.warnings.append(
+            f"{exc} If deals already exist in the CRM, run `ocsync relink` first."
+        )
     except EventLogError as exc:
         report.failures.append(f"event log: {exc}")
 

@@ -362,7 +362,7 @@ def _relink(args: argparse.Namespace) -> int:
         settings.site(args.site)
 
     async def relinked() -> tuple[str, int]:
-        async with _log_and_crm(settings, crm=True) as (store, crm):
+        async with _log_and_crm(settings, crm=True, create=True) as (store, crm):
             assert crm is not None
             result = await relink(store, crm, settings, site=args.site)
         return render_relink(result), 0
@@ -388,9 +388,15 @@ def _catalogue(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def reported() -> tuple[str, int]:
+        from events import EventLogMissing
+
         try:
-            async with _log_and_crm(settings, crm=False) as (store, _):
-                report = await catalogue_report(settings, store)
+            try:
+                async with _log_and_crm(settings, crm=False) as (store, _):
+                    report = await catalogue_report(settings, store)
+            except EventLogMissing:
+                # Before the first run (going live) only the shops are compared.
+                report = await catalogue_report(settings)
         except ShopUnavailable as exc:
             raise _CommandFailed(f"catalogue: {exc}", code=1) from exc
         return render_report(report), 0
@@ -400,13 +406,19 @@ def _catalogue(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _log_and_crm(
-    settings: Settings, *, crm: bool
+    settings: Settings, *, crm: bool, create: bool = False
 ) -> AsyncIterator[tuple[EventStore, KeepinCRMClient | None]]:
-    """The event log, and a CRM client when the command talks to the CRM."""
+    """The event log, and a CRM client when the command talks to the CRM.
+
+    Only a command that writes a log from nothing (`relink`) may `create` it;
+    the others refuse a log that is not there.
+    """
     from events import open_event_store
     from projections.keepincrm.client import KeepinCRMClient
 
-    store = await open_event_store(settings.event_log.url, settings.base_dir)
+    store = await open_event_store(
+        settings.event_log.url, settings.base_dir, create=create
+    )
     try:
         if not crm:
             yield store, None

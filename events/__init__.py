@@ -6,6 +6,7 @@ from pathlib import Path
 
 from events.errors import (
     EventLogError,
+    EventLogMissing,
     EventLogUnavailable,
     UnknownEventType,
     VersionConflict,
@@ -42,6 +43,7 @@ __all__ = [
     "DealUpdated",
     "Event",
     "EventLogError",
+    "EventLogMissing",
     "EventLogUnavailable",
     "EventStore",
     "OrderChanged",
@@ -60,11 +62,16 @@ __all__ = [
 ]
 
 
-async def open_event_store(url: str, base_dir: Path) -> EventStore:
+async def open_event_store(
+    url: str, base_dir: Path, *, create: bool = True
+) -> EventStore:
     """Open the event log the `event_log.url` setting names.
 
     `sqlite:///relative/path.db` resolves against `base_dir`,
     `sqlite:////absolute/path.db` is taken as is; missing folders are created.
+    Without `create`, a log that does not exist yet is `EventLogMissing`: a
+    command that only reads it would otherwise report an empty log as all
+    clear when its settings point to the wrong place.
     """
     scheme, separator, rest = url.partition("://")
     if not separator:
@@ -83,6 +90,11 @@ async def open_event_store(url: str, base_dir: Path) -> EventStore:
         )
 
     file = base_dir / path  # an absolute path replaces base_dir
+    if not create and not file.exists():
+        raise EventLogMissing(
+            f"event_log.url: there is no event log at {file} (`ocsync run` makes"
+            " it); are these the settings the daemon runs with?"
+        )
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

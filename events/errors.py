@@ -13,5 +13,9 @@ class EventLogUnavailable(EventLogError):
     """The log's storage cannot be opened or written."""
 
 
+class EventLogMissing(EventLogError):
+    """A command that only reads the log found none where the settings say."""
+
+
 class UnknownEventType(EventLogError):
     """A stored event whose type or schema version this code cannot read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -31,6 +32,10 @@ OPENCART_4_DUMP = FIXTURES / "site_c.sql"
 def check_settings(
     tmp_path: Path, url: str, shop: OpenCartShop, database: DatabaseUrl
 ) -> Settings:
+    """Settings of a running install: its event log exists (an empty file)."""
+    log = tmp_path / "data" / "events.db"
+    log.parent.mkdir(exist_ok=True)
+    sqlite3.connect(log).close()
     return Settings(
         base_dir=tmp_path,
         event_log=EventLogSettings(),
@@ -80,6 +85,23 @@ async def test_a_read_only_user_passes_without_warning(
     assert report.passed, report.failures
     assert report.warnings == []
     assert any(line.startswith("site site_a:") for line in report.ok)
+
+
+async def test_no_event_log_yet_is_a_warning_and_none_is_made(
+    reader: tuple[OpenCartShop, DatabaseUrl], crm: Crm, tmp_path: Path
+) -> None:
+    """Before the first run: the check passes, says so, and creates nothing."""
+    shop, database = reader
+    url = await crm.serve()
+    settings = check_settings(tmp_path, url, shop, database)
+    fresh = msgspec.structs.replace(settings, base_dir=tmp_path / "new")
+
+    report = await check(fresh)
+
+    assert report.passed, report.failures
+    [warning] = report.warnings
+    assert "there is no event log at" in warning and "ocsync relink" in warning
+    assert not (tmp_path / "new").exists()
 
 
 async def test_a_user_that_can_write_is_warned_about(

@@ -48,7 +48,7 @@ async def test_check_warns_that_root_can_write(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """The fixture shops are read as root: check passes, warning for each site."""
-    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+    config = await synced(shops, sandbox, tmp_path)
 
     code, out, err = await ocsync_output(config, "check")
 
@@ -56,6 +56,28 @@ async def test_check_warns_that_root_can_write(
     warnings = [line for line in out.splitlines() if line.startswith("warning")]
     assert len(warnings) == 2
     assert all("user 'root' can write" in line for line in warnings)
+
+
+async def test_commands_that_read_the_log_refuse_one_that_is_not_there(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """status, audit, retry and replay: a wrong log path is an error, not all clear."""
+    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+
+    ran = [
+        await ocsync_output(config, *command)
+        for command in (
+            ("status",),
+            ("audit", "site_a:1"),
+            ("retry", "--all"),
+            ("replay", "deals", "--dry-run"),
+        )
+    ]
+
+    for code, out, err in ran:
+        assert code == 1 and out == "", err
+        assert "there is no event log at" in err
+    assert not (tmp_path / "events.db").exists()
 
 
 async def test_catalogue_reports_products_the_crm_lacks(
@@ -75,7 +97,7 @@ async def test_a_malformed_order_reference_is_refused_naming_what_is_wrong(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
     """audit and retry refuse `foo`, `site_a:abc` and a site the settings lack."""
-    config = write_settings(tmp_path / "settings.toml", shops, sandbox.url)
+    config = await synced(shops, sandbox, tmp_path)
 
     shapeless = await ocsync_output(config, "audit", "foo")
     not_a_number = await ocsync_output(config, "retry", "site_a:abc")
