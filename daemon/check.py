@@ -14,7 +14,7 @@ import aiomysql
 
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
-from daemon.shop import open_shop_pool
+from daemon.shop_pool import open_shop_pool
 from daemon.shop_schema import unsupported_schema
 from events import EventLogError, open_event_store
 from projections.keepincrm.client import KeepinCRMClient
