@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import aiomysql
 
 from daemon.settings import Settings
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import EventStore
 from events.types import OrderChanged, OrderPlaced
 from projections.catalogue_names import CatalogueNames

@@ -15,7 +15,7 @@ import msgspec
 
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
-from daemon.shop import open_shop_pool
+from daemon.shop_pool import open_shop_pool
 from daemon.shop_schema import unsupported_schema
 from events import EventLogError, EventLogMissing, open_event_store
 from projections.keepincrm.client import KeepinCRMClient

@@ -252,7 +252,8 @@ class _CommandFailed(Exception):
 
 
 def _replay_deals(args: argparse.Namespace) -> int:
-    from projections.replay import render_deals_replay, replay_deals
+    from projections.replay import replay_deals
+    from projections.replay_report import render_deals_replay
 
     settings = _settings(args)
 
@@ -275,7 +276,8 @@ def _replay_deals(args: argparse.Namespace) -> int:
 
 
 def _replay_catalogue(args: argparse.Namespace) -> int:
-    from projections.replay import render_catalogue_replay, replay_catalogue
+    from projections.catalogue_replay import replay_catalogue
+    from projections.replay_report import render_catalogue_replay
 
     settings = _settings(args)
 

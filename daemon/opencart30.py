@@ -1,9 +1,10 @@
 """Every SQL statement capture sends to an OpenCart 3.0 (or ocStore) database.
 
-The reader (`daemon.shop`) owns connections and turns rows into snapshots; this
-module only knows the schema. OpenCart 4.x moves product codes into
-`product_code` and JSON into the method columns: it becomes a sibling module
-with the same methods and the same result columns.
+The reader (`daemon.shop`, with `daemon.shop_pool` and `daemon.shop_rows`) owns
+connections and turns rows into snapshots; this module only knows the schema.
+OpenCart 4.x moves product codes into `product_code` and JSON into the method
+columns: it becomes a sibling module with the same methods and the same result
+columns.
 
 Table names come from the shop's prefix, which settings validated as an
 identifier; they are still quoted with backticks. Every value is a parameter

@@ -18,7 +18,8 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
 from daemon.capture import SiteCapture
 from daemon.errors import ShopUnavailable
 from daemon.settings import Settings, SiteSettings
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import (
     EventLogError,
     EventStore,

@@ -33,7 +33,7 @@ from projections.deal import line_article
 from projections.deal_changes import deal_diff
 from projections.deal_corrections import COMMENT_ADDED
 from projections.order_state import deal_after
-from projections.replay import line_text
+from projections.replay_report import line_text
 
 # A line of an order as the audit compares it: article, quantity, price, name.
 LineKey = tuple[str, int, str, str]

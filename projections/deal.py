@@ -28,7 +28,7 @@ from projections.deal_totals import (
     settle_totals,
 )
 from projections.errors import DealMappingError
-from projections.keepincrm.client import close_as_failed_fields
+from projections.keepincrm.facts import close_as_failed_fields
 from projections.money import DisplayRule, MoneyError
 from projections.quick_orders import is_quick_order
 

@@ -33,18 +33,15 @@ from projections.deal_changes import (
     comparable,
     deal_diff,
 )
-from projections.keepincrm.client import (
-    Answered,
-    KeepinCRMClient,
-    close_as_failed_fields,
-    nested_line_changes,
-)
+from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.errors import (
     KeepinCRMError,
     PaymentRequired,
     Unauthorized,
     UnexpectedAnswer,
 )
+from projections.keepincrm.facts import close_as_failed_fields, nested_line_changes
+from projections.keepincrm.transport import Answered
 from projections.order_state import OrderState
 
 Outcome = Literal["updated", "unchanged", "refused"]

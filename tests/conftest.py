@@ -22,7 +22,8 @@ import pytest
 from pymysql.constants import CLIENT
 
 from daemon.settings import DatabaseUrl, SiteSettings
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import EventStore, open_event_store
 
 # The fixture shops, the sandbox CRM and ocsync as a process, for whole-program tests.

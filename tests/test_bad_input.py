@@ -28,7 +28,8 @@ from daemon.settings import (
     Settings,
     SiteSettings,
 )
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import (
     DealCreated,
     DealCreateFailed,

@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from daemon.capture import CaptureCursor, CaptureResult, SiteCapture
 from daemon.settings import CaptureSettings
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import (
     DealRequested,
     EventStore,

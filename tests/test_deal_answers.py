@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 from events import DealCreated, EventStore
 from events.upcast import decode_stored
 from projections.audit import audit_order, render_audit
-from projections.keepincrm.client import Answered
+from projections.keepincrm.transport import Answered
 from tests import factories
 from tests.projection_support import Crm, events_of, place, projection
 from tests.test_deal_projection import lose_answers

@@ -23,7 +23,8 @@ from projections.deal_totals import is_service_article
 from projections.deals import CrmUnavailable, DealProjection
 from projections.keepincrm.client import KeepinCRMClient
 from projections.parked import parked_orders
-from projections.replay import render_deals_replay, replay_deals
+from projections.replay import replay_deals
+from projections.replay_report import render_deals_replay
 from tests import factories
 from tests.projection_support import TOKEN, Crm, events_of, place
 

@@ -26,7 +26,7 @@ from projections.keepincrm import (
     ValidationFailed,
     serve_sandbox,
 )
-from projections.keepincrm.client import close_as_failed_fields, nested_line_changes
+from projections.keepincrm.facts import close_as_failed_fields, nested_line_changes
 from projections.keepincrm.sandbox import (
     UnknownArticle,
     create_sandbox_app,

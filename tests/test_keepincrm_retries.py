@@ -39,7 +39,7 @@ from projections.keepincrm import (
     TransportError,
 )
 from projections.keepincrm import client as client_module
-from projections.keepincrm.client import RETRY_AFTER_CAP_SECONDS, account_limiter
+from projections.keepincrm.transport import RETRY_AFTER_CAP_SECONDS, account_limiter
 from tests.aioresponses_compat import aioresponses
 
 TOKEN = "retry-secret-5d0e"

@@ -34,7 +34,8 @@ from events import (
 from projections.deal_totals import is_service_article
 from projections.keepincrm.client import KeepinCRMClient
 from projections.keepincrm.sandbox import create_sandbox_app
-from projections.replay import UncapturedData, replay_deals
+from projections.replay import replay_deals
+from projections.replay_gaps import UncapturedData
 from tests.conftest import OpenCartShop
 from tests.e2e_support import (
     MARKER_FIELD,

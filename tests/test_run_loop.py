@@ -21,7 +21,8 @@ from daemon.settings import (
     EventLogSettings,
     Settings,
 )
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events import DealCreated, DealUpdated, EventStore
 from projections.deals import DealProjection, DealsResult
 from tests import factories

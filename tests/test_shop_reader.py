@@ -13,7 +13,8 @@ import pytest
 
 from daemon.errors import ShopUnavailable, UnsupportedShop
 from daemon.settings import DatabaseUrl
-from daemon.shop import ShopReader, open_shop_pool
+from daemon.shop import ShopReader
+from daemon.shop_pool import open_shop_pool
 from events.snapshot import Currency, HistoryRow, Language
 from tests.conftest import CASE, PLACED_AT, TSHIRT, LineSpec, OpenCartShop, OptionSpec
 

@@ -16,7 +16,7 @@ is *safe* to send it again is a separate question for creates: a
 `TransportError` with `request_sent` (and any 5xx) may hide a deal the CRM did
 store, so the caller reconciles by searching before it creates again.
 
-The client already retries where that is safe (see `client`), so a retryable
+The client already retries where that is safe (see `transport`), so a retryable
 error that reaches the caller has used up its `attempts`, or is a 429 asking
 for a longer pause than the client waits in place, or comes from a POST or
 PATCH whose outcome is uncertain and which the client would not send twice, or
