@@ -144,12 +144,26 @@ class _Timeline:
                 return made("snapshot", summary, **details)
             case DealRequested(deal=deal, source_position=source):
                 self.sent = deal
+                currency = deal.get("currency")
+                # The lines less the discount make the total: show both parts.
+                discount = (
+                    f" after a discount of {deal['discount']} {currency}"
+                    if deal.get("discount")
+                    else ""
+                )
                 summary = (
                     f"create request: {deal.get('title')}, total {deal.get('total')}"
-                    f" {deal.get('currency')}, built from position {source}"
+                    f" {currency}{discount}, built from position {source}"
                 )
                 lines = [line_text(line) for line in deal.get("jobs_attributes", [])]
-                return made("request", summary, source_position=source, lines=lines)
+                return made(
+                    "request",
+                    summary,
+                    source_position=source,
+                    lines=lines,
+                    total=deal.get("total"),
+                    discount=deal.get("discount"),
+                )
             case DealCreated(deal_id=deal_id, status=status) as created:
                 self.deal_id = deal_id
                 if created.found:

@@ -345,6 +345,7 @@ async def _show_deals(base_url: str, token: str, marker_field: str) -> None:
     table = Table(title="Deals in the sandbox CRM", show_lines=True)
     for column in ("site", "order", "client", "article", "qty", "price", "variant"):
         table.add_column(column)
+    table.add_column("discount", justify="right")
     table.add_column("total", justify="right")
 
     count = 0
@@ -362,6 +363,9 @@ async def _show_deals(base_url: str, token: str, marker_field: str) -> None:
                 "?:?",
             )
             site, _, order = str(marker).partition(":")
+            currency = deal.get("currency", "")
+            # The lines less the discount are the total the customer saw.
+            discount = f"{deal['discount']} {currency}" if deal.get("discount") else ""
             client = deal.get("client") or {}
             phones = ", ".join(client.get("phones") or [])
             for index, job in enumerate(deal.get("jobs", [])):
@@ -372,14 +376,13 @@ async def _show_deals(base_url: str, token: str, marker_field: str) -> None:
                     f"{client.get('person', '')}\n{phones}" if first else "",
                     str(job.get("sku", "")),
                     str(job.get("amount", "")),
-                    f"{job.get('price', '')} {deal.get('currency', '')}",
+                    f"{job.get('price', '')} {currency}",
                     str(job.get("comment", "") or ""),
-                    f"{deal.get('total', '')} {deal.get('currency', '')}"
-                    if first
-                    else "",
+                    discount if first else "",
+                    f"{deal.get('total', '')} {currency}" if first else "",
                 )
     # Wide enough for the variant text when the output is not a terminal.
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    Console(width=None if sys.stdout.isatty() else 180).print(table)
     print(f"{count} deals")
 
 

@@ -81,6 +81,20 @@ async def test_audit_json_tells_a_changed_order_from_capture_to_correction(
     }
 
 
+async def test_a_request_shows_the_discount_that_makes_its_total(
+    shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
+) -> None:
+    """site_a #3: lines 4 469, coupon: the request says total 4033 after 436 off."""
+    config = await synced(shops, sandbox.url, tmp_path, "model")
+
+    ran = await ocsync(config, "audit", "site_a:3", "--json")
+    [request] = [e for e in json.loads(ran.out)["entries"] if e["kind"] == "request"]
+
+    assert ran.code == 0, ran.err
+    assert (request["total"], request["discount"]) == ("4033", "436")  # exact
+    assert "total 4033 UAH after a discount of 436 UAH" in request["summary"]
+
+
 async def test_an_unknown_order_exits_1_and_says_so(
     shops: dict[str, OpenCartShop], sandbox: SandboxCrm, tmp_path: Path
 ) -> None:
