@@ -177,6 +177,12 @@ class DealSettings(_Section, frozen=True, kw_only=True):
     # Method codes (`shipping_code`, `payment_code`) to Ukrainian names, e.g.
     # "novaposhta.department" = "Нова Пошта, відділення".
     methods: dict[str, str] = {}
+    # Order total codes (`sub_total`, `total`, `coupon`, `voucher`, ...) to the
+    # titles managers read, whatever language the customer ordered in;
+    # `{detail}` stands for what the stored title has in brackets (a coupon's
+    # code), e.g. coupon = "Купон ({detail})". Shipping titles come from
+    # `methods`.
+    total_titles: dict[str, str] = {}
     # Text as shops store it (city, region, branch typed in Russian or Latin
     # letters) to its Ukrainian name, e.g. "Одесса" = "Одеса".
     glossary: dict[str, str] = {}

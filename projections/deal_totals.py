@@ -22,6 +22,7 @@ modules store unreliable totals, so their total is the sum of their lines.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -42,6 +43,8 @@ DISCOUNT_KIND = "absolute_discount"
 
 # Rows that restate the order rather than charge for something.
 _SUMMARY_CODES = frozenset({"sub_total", "total"})
+# What a stored total title has in brackets: "Coupon (ZNYZHKA10)".
+_BRACKETED = re.compile(r"\(([^()]*)\)")
 # Thousands separator and decimal point of the storefront's languages.
 _NUMBER_FORMATS = {"en-gb": (",", ".")}
 _UKRAINIAN_NUMBERS = (" ", ",")
@@ -239,13 +242,13 @@ class _Settlement:
                 # With prices shown with tax the lines already carry it; a
                 # quick order's tax is worked out from its lines below.
                 if not self.rule.prices_with_tax and not self.quick:
-                    self._add(TAX_ARTICLE, row.title, amount)
+                    self._add(TAX_ARTICLE, self._title(row), amount)
             elif row.code == "shipping" and to_field:
                 shipping_field += amount
             elif row.code == "shipping":
                 self._add(SHIPPING_ARTICLE, self._title(row), amount)
             else:
-                self._add(f"{FEE_ARTICLE_PREFIX}{row.code}", row.title, amount)
+                self._add(f"{FEE_ARTICLE_PREFIX}{row.code}", self._title(row), amount)
         if self.quick and not self.rule.prices_with_tax:
             self._add_quick_tax(shown)
         return shipping_field, discount_rows
@@ -262,7 +265,7 @@ class _Settlement:
         )
         amount = self.rule.shown(tax)
         if amount:
-            titles = [row.title for row, _ in shown if row.code == "tax"]
+            titles = [self._title(row) for row, _ in shown if row.code == "tax"]
             self._add(TAX_ARTICLE, titles[0] if len(titles) == 1 else "Податок", amount)
 
     def _place_gap(self, gap: Decimal, settled: Decimal, total: Decimal) -> Decimal:
@@ -306,10 +309,15 @@ class _Settlement:
         return self.rule.shown(exact(self.snapshot.order.get("total"), "order.total"))
 
     def _title(self, row: TotalRow) -> str:
+        """The row's title as managers read it, in `deals.language`."""
         if row.code == "shipping":
             code = _shipping_code(self.snapshot.order)
             return self.deals.methods.get(code, row.title) if code else row.title
-        return row.title
+        template = self.deals.total_titles.get(row.code)
+        if template is None:
+            return row.title
+        detail = _BRACKETED.search(row.title)
+        return template.replace("{detail}", detail.group(1) if detail else "")
 
     def _add(self, article: str, title: str, price: Decimal) -> None:
         self.lines.append(

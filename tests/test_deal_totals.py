@@ -385,6 +385,36 @@ def test_site_a_9_fixed_coupon_in_euro() -> None:
     ]
 
 
+def test_an_order_placed_in_english_lists_its_totals_in_ukrainian() -> None:
+    """total_titles: "Sub-Total", "Coupon (MINUS5)", "Total" read in Ukrainian."""
+    english = order_with_totals(
+        lines=[tshirt(5)],
+        totals=totals(
+            ("sub_total", "Sub-Total", "75.0000"),
+            ("shipping", SHIPPING, "2.5000"),
+            ("coupon", "Coupon (MINUS5)", "-5.0000"),
+            ("tax", "ПДВ 20%", "14.0000"),
+            ("total", "Total", "86.5000"),
+        ),
+        rate="1.00000000",
+        currency_row=EUR,
+    )
+    titles = {"sub_total": "Сума", "total": "Всього до сплати"}
+    titles["coupon"] = "Купон ({detail})"
+
+    settled = settle(english, deal_settings(total_titles=titles))
+    as_stored = settle(english)
+
+    assert settled.comment[:5] == [
+        "Сума: 75,00€",
+        "Доставка Новою Поштою: 2,50€",
+        "Купон (MINUS5): -5,00€",
+        "ПДВ 20%: 14,00€",
+        "Всього до сплати: 86,50€",
+    ]
+    assert as_stored.comment[2] == "Coupon (MINUS5): -5,00€"
+
+
 def test_site_b_1_tax_shown_apart_is_a_line() -> None:
     """site_b #1 (config_tax 0): ПДВ 308,52 is a line; a kopeck over: discount 0,01."""
     settled = settle(site_b_1())
