@@ -297,8 +297,9 @@ def _settings_text(
         f'base_url = "http://127.0.0.1:{sandbox_port}/v1"',
         header,
     )
+    site_name = re.compile(r'name = "([^"]+)"')
     known = {
-        re.search(r'name = "([^"]+)"', block).group(1): block  # type: ignore[union-attr]
+        site_name.search(block).group(1): block  # type: ignore[union-attr]
         for block in site_blocks
     }
     blocks = []

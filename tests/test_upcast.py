@@ -170,8 +170,9 @@ def test_a_v2_comment_correction_keeps_the_lines_the_crm_had() -> None:
     """v2 recorded commented lines as sent; v3 keeps them apart, lines as before."""
     line = {"amount": 1, "product_attributes": {"sku": "NEW"}}
     updated = (
-        b'{"type":"DealUpdated","marker":"shop:1","deal_id":5,"deal":{"jobs_attributes":'
-        b'[{"amount":1,"product_attributes":{"sku":"NEW"}}]},"changes":'
+        b'{"type":"DealUpdated","marker":"shop:1","deal_id":5,"deal":'
+        b'{"jobs_attributes":[{"amount":1,"product_attributes":{"sku":"NEW"}}]},'
+        b'"changes":'
         b'{"comment_added":"ocsync: ..."},"status":200,"source_position":3}'
     )
     before = {"jobs_attributes": [{"amount": 1, "product_attributes": {"sku": "OLD"}}]}
