@@ -48,6 +48,7 @@ from events.types import (
     OrderChanged,
     OrderPlaced,
     OrderUnreadable,
+    RetryRequested,
     order_stream,
 )
 
@@ -517,9 +518,16 @@ class SiteCapture:
                 if isinstance(recorded.event, OrderPlaced | OrderChanged)
             ]
             last = events[-1] if events else None
+            # The deal projection appends to the stream too (a failed create,
+            # a hold): only a snapshot or a retry ends an order's unreadable
+            # spell, as `fold` reads it.
             unreadable = None
-            if last is not None and isinstance(last.event, OrderUnreadable):
-                unreadable = (last.event.field, last.event.reason)
+            for recorded in events:
+                match recorded.event:
+                    case OrderUnreadable(field=field, reason=reason):
+                        unreadable = (field, reason)
+                    case OrderPlaced() | OrderChanged() | RetryRequested():
+                        unreadable = None
             known = _Known(
                 last.version if last else 0,
                 digests[-1] if digests else None,

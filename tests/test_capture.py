@@ -17,6 +17,7 @@ from daemon.settings import CaptureSettings
 from daemon.shop import ShopReader
 from daemon.shop_pool import open_shop_pool
 from events import (
+    DealCreateFailed,
     DealRequested,
     EventStore,
     OrderChanged,
@@ -458,6 +459,31 @@ async def test_unreadable_order_is_recorded_once_per_reason(
     await poll(capture)
     events = await store.read_stream("site_a:1")
     assert [type(e.event) for e in events] == [OrderUnreadable, OrderUnreadable]
+
+
+async def test_an_outcome_after_the_unreadable_record_is_no_retry(
+    shop: OpenCartShop, reader: ShopReader, store: EventStore
+) -> None:
+    """The projection appending to the stream neither retries nor repeats it."""
+    await shop.insert(
+        "currency", currency_id=5, title="Bad", code="BAD", decimal_place="x", value=1.0
+    )
+    await shop.add_order(1, currency_id=5)
+    await poll(make_capture(shop, reader, store))
+    failed = DealCreateFailed(
+        marker="site_a:1", status=503, error="the CRM is down", retryable=True
+    )
+    await store.append([StreamAppend("site_a:1", 1, [failed])])
+
+    await shop.execute(
+        "UPDATE `oc_order` SET date_modified = date_modified + INTERVAL 1 HOUR"
+    )
+    again = await poll(make_capture(shop, reader, store))
+    events = [recorded.event for recorded in await store.read_stream("site_a:1")]
+
+    assert (again.seen, again.unreadable) == (1, 1)
+    assert [type(event) for event in events] == [OrderUnreadable, DealCreateFailed]
+    assert (await cursor_of(store)).unreadable == (1,)
 
 
 async def test_logs_one_summary_per_batch_and_a_line_per_event(
