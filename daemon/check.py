@@ -25,7 +25,11 @@ from projections.keepincrm.errors import KeepinCRMError
 _READ_ONLY = {"SELECT", "USAGE", "SHOW VIEW", "SHOW DATABASES", "PROCESS"}
 _GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.IGNORECASE)
 # `GRANT `role` TO `user`@`host``: a role, whose own privileges the user has.
-_ROLE_GRANT = re.compile(r"^GRANT ((?:`(?:[^`]|``)+`(?:\s*,\s*)?)+) TO ", re.I)
+# MySQL 8 names the role's host too (`role`@`%`); SHOW GRANTS FOR `role`
+# means that host, the default one.
+_ROLE = r"`((?:[^`]|``)+)`(?:@`[^`]*`)?"
+_ROLE_GRANT = re.compile(rf"^GRANT ((?:{_ROLE}(?:\s*,\s*)?)+) TO ", re.I)
+_ROLE_NAME = re.compile(_ROLE)
 _QUOTED = re.compile(r"`((?:[^`]|``)+)`")
 # Roles granted to roles, followed this deep: far beyond any real setup, and a
 # bound in case the server ever reports a cycle.
@@ -183,7 +187,7 @@ def granted_roles(grants: list[str]) -> list[str]:
     for grant in grants:
         match = _ROLE_GRANT.match(grant)
         if match is not None:
-            quoted = _QUOTED.findall(match.group(1))
+            quoted = _ROLE_NAME.findall(match.group(1))
             roles += [name.replace("``", "`") for name in quoted]
     return roles
 

@@ -240,6 +240,16 @@ def test_role_grants_name_their_roles() -> None:
     assert granted_roles(grants) == ["writer", "odd`name"]
 
 
+def test_mysql_8_role_grants_with_a_host_name_their_roles() -> None:
+    """MySQL 8 writes `GRANT `writer`@`%`,`auditor`@`%` TO ...`: both roles."""
+    grants = [
+        "GRANT USAGE ON *.* TO `u`@`localhost`",
+        "GRANT `writer`@`%`,`auditor`@`%` TO `u`@`localhost`",
+    ]
+
+    assert granted_roles(grants) == ["writer", "auditor"]
+
+
 async def test_an_opencart_4_shop_fails_the_check_naming_the_schema(
     make_shop: Callable[..., Awaitable[OpenCartShop]], crm: Crm, tmp_path: Path
 ) -> None:
