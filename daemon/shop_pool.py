@@ -59,9 +59,18 @@ async def open_shop_pool(db: DatabaseUrl, site: str) -> aiomysql.Pool:
             pool_recycle=3600,
             ssl=shop_tls_context(db),
         )
-        await ensure_encrypted(pool, db, site)
     except _DRIVER_ERRORS as exc:
         raise ShopUnavailable(site, error_reason(exc, db.password)) from exc
+
+    try:
+        await ensure_encrypted(pool, db, site)
+    except BaseException as exc:
+        # A watcher tries again after a backoff: leave no pool behind.
+        pool.close()
+        await pool.wait_closed()
+        if isinstance(exc, _DRIVER_ERRORS):
+            raise ShopUnavailable(site, error_reason(exc, db.password)) from exc
+        raise
     return pool
 
 

@@ -23,7 +23,7 @@ def shop_tls_context(db: DatabaseUrl) -> ssl.SSLContext | None:
 
 
 async def ensure_encrypted(pool: aiomysql.Pool, db: DatabaseUrl, site: str) -> None:
-    """Close `pool` and refuse the shop when TLS was asked for but is not in use."""
+    """Refuse the shop when TLS was asked for but the connection is clear."""
     if db.tls == "off":
         return
 
@@ -32,8 +32,6 @@ async def ensure_encrypted(pool: aiomysql.Pool, db: DatabaseUrl, site: str) -> N
         row = await cursor.fetchone()
 
     if row is None or not row[1]:
-        pool.close()
-        await pool.wait_closed()
         raise ShopUnavailable(
             site,
             f'database_tls = "verify" but {db.host}:{db.port} does not offer TLS; '
