@@ -124,8 +124,9 @@ class CaptureSettings(_Section, frozen=True, kw_only=True):
     # `ocsync run --once` reads an order caught mid-edit (no lines, or back at
     # status 0) again after this long, once, before reporting it held back.
     mid_edit_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
-    # A shop query with no answer after this long counts as the shop down,
-    # so that a hanging database is reported instead of freezing its watcher.
+    # The queries of one batch (`batch_size` orders) not answered after this
+    # long count as the shop down, so that a hanging database is reported
+    # instead of freezing its watcher.
     query_timeout: Positive = 60.0
 
 
