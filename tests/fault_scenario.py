@@ -443,7 +443,7 @@ class _Kills:
         while True:
             last = self.restarts >= self.scenario.restarts
             log = self.workdir / f"daemon-{self.restarts}.log"
-            daemon = await _start_daemon(self.config, log)
+            daemon = await start_logged_daemon(self.config, log)
             try:
                 patience = (
                     self.scenario.last_run_seconds
@@ -482,7 +482,8 @@ class _Kills:
             await asyncio.sleep(min(0.2, left))
 
 
-async def _start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
+async def start_logged_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`ocsync run` with its stderr in `log`, to be read while it runs."""
     with log.open("wb") as stderr:
         return await asyncio.create_subprocess_exec(
             sys.executable,

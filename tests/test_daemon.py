@@ -30,6 +30,7 @@ from tests.fault_scenario import (
     check_crm,
     faulty_sandbox,
     settle,
+    start_logged_daemon,
     write_scenario_settings,
 )
 from tests.test_replay import edit
@@ -87,23 +88,6 @@ async def test_daemon_syncs_new_orders_and_stops_on_sigterm(
     assert after - before == {"site_a:5"}
     assert daemon.returncode == 0, log
     assert '"event": "stopped"' in log
-
-
-async def start_logged_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
-    """`ocsync run` with its stderr in `log`, to be read while it runs."""
-    with log.open("wb") as stderr:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon",
-            "--config",
-            str(config),
-            "run",
-            cwd=REPO,
-            env={**os.environ, "E2E_CRM_TOKEN": TOKEN},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
 
 
 async def wait_until(check: Callable[[], bool]) -> None:
