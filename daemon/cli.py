@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -24,10 +23,6 @@ if TYPE_CHECKING:
     from projections.keepincrm.client import KeepinCRMClient
 
 log = structlog.get_logger("ocsync")
-
-# An order as its stream and its deal's marker name it: `site_a:17`, or
-# `site_a:quick-12` for a quick order kept in a module's own table.
-_ORDER_REFERENCE = re.compile(r"(?P<site>[^:\s]+):(?:quick-)?[0-9]+")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _order_reference(text: str) -> str:
     """`SITE:ORDER_ID` as typed, refused at once when it cannot name an order."""
-    if _ORDER_REFERENCE.fullmatch(text) is None:
+    from events import parse_order_stream
+
+    if parse_order_stream(text) is None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not SITE:ORDER_ID (a site name, a colon and the order's"
             " number, e.g. site_a:17)"

@@ -30,6 +30,7 @@ from events.types import (
     article_stream,
     event_type,
     order_stream,
+    parse_order_stream,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "event_type",
     "open_event_store",
     "order_stream",
+    "parse_order_stream",
 ]
 
 

@@ -6,6 +6,7 @@ added or renamed, the version goes up and the reader upcasts older payloads.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -210,6 +211,18 @@ def order_stream(site: str, order_id: int, kind: str = "order") -> str:
     if kind == "quick_order":
         return f"{site}:quick-{order_id}"
     return f"{site}:{order_id}"
+
+
+_ORDER_STREAM = re.compile(r"(?P<site>[^:\s]+):(?P<quick>quick-)?(?P<order_id>[0-9]+)")
+
+
+def parse_order_stream(stream: str) -> tuple[str, int, str] | None:
+    """`order_stream` read back: site, order id and kind; None for no order's."""
+    match = _ORDER_STREAM.fullmatch(stream)
+    if match is None:
+        return None
+    kind = "quick_order" if match["quick"] else "order"
+    return match["site"], int(match["order_id"]), kind
 
 
 def article_stream(article: str) -> str:

@@ -18,7 +18,7 @@ import structlog
 
 from daemon.settings import Settings
 from events.store import EventStore, StreamAppend
-from events.types import DealRelinked
+from events.types import DealRelinked, parse_order_stream
 from projections.keepincrm.client import KeepinCRMClient
 from projections.order_state import fold
 
@@ -103,13 +103,11 @@ async def relink(
 
 def _about_order(marker: str) -> dict[str, Any]:
     """The site, order and stream a marker names, for a log line about it."""
-    site, _, order = marker.partition(":")
-    order_id = order.removeprefix("quick-")
-    return {
-        "site": site,
-        "order_id": int(order_id) if order_id.isdigit() else order,
-        "stream": marker,
-    }
+    parsed = parse_order_stream(marker)
+    if parsed is None:
+        return {"site": marker.partition(":")[0], "stream": marker}
+    site, order_id, _ = parsed
+    return {"site": site, "order_id": order_id, "stream": marker}
 
 
 def _marker(deal: dict[str, Any], marker_field: str) -> str | None:
